@@ -1,0 +1,3 @@
+from roomcast.cli import main
+
+main()

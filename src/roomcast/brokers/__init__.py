@@ -1,0 +1,42 @@
+"""Brokers assign offsets, keep history and carry publications between nodes.
+
+The backend is chosen by the URL scheme of ``--broker``: ``memory://`` (one node, history
+in SQLite or memory), ``redis://`` and ``rediss://`` (a cluster of nodes sharing Redis),
+``nats://`` (a cluster of nodes sharing NATS with JetStream).
+"""
+
+from __future__ import annotations
+
+from roomcast.brokers.base import Broker, Draft, Page, Position, Publication
+from roomcast.config import Settings
+from roomcast.exceptions import ConfigError
+
+
+def create_broker(settings: Settings) -> Broker:
+    """The broker named by ``settings.broker``, with its history store."""
+    scheme = settings.broker.split("://", 1)[0]
+    if scheme == "memory":
+        from roomcast.brokers.memory import MemoryBroker
+        from roomcast.history import create_store
+
+        return MemoryBroker(create_store(settings))
+    if scheme in {"redis", "rediss"}:
+        from roomcast.brokers.redis import RedisBroker
+
+        return RedisBroker(
+            settings.broker,
+            history_size=settings.history_size,
+            history_ttl=settings.history_ttl,
+            sharded=settings.redis_sharded,
+        )
+    if scheme in {"nats", "tls"}:
+        from roomcast.brokers.nats import NatsBroker
+
+        return NatsBroker.from_settings(settings)
+    raise ConfigError(
+        f"unknown broker {settings.broker!r}: use memory://, redis://HOST:PORT/DB or "
+        "nats://HOST:PORT"
+    )
+
+
+__all__ = ["Broker", "Draft", "Page", "Position", "Publication", "create_broker"]

@@ -1,0 +1,48 @@
+"""Server frames encoded once, with their wire forms built lazily, once per transport kind.
+
+Fan-out hands the same :class:`Frame` to every member of a room, so a message is
+JSON-encoded once and WebSocket-framed once, however many members receive it. A frame
+may hold several events (the messages of one commit, in order): each member then gets
+them all in one write.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+_LEN16: Final = struct.Struct("!BBH")
+_LEN64: Final = struct.Struct("!BBQ")
+_TEXT: Final = 0x81  # FIN + opcode 1 (text)
+
+
+def websocket_text_frame(payload: bytes) -> bytes:
+    """An unmasked, unfragmented RFC 6455 text frame (server to client) holding ``payload``."""
+    size = len(payload)
+    if size < 126:
+        return bytes((_TEXT, size)) + payload
+    if size < 65536:
+        return _LEN16.pack(_TEXT, 126, size) + payload
+    return _LEN64.pack(_TEXT, 127, size) + payload
+
+
+class Frame:
+    """Encoded server events (``payloads``: one JSON document each) and their wire forms."""
+
+    __slots__ = ("_websocket", "payloads")
+
+    def __init__(self, *payloads: bytes) -> None:
+        self.payloads = payloads
+        self._websocket: bytes | None = None
+
+    @property
+    def websocket(self) -> bytes:
+        """Every event as a WebSocket text frame, back to back."""
+        data = self._websocket
+        if data is None:
+            if len(self.payloads) == 1:
+                data = websocket_text_frame(self.payloads[0])
+            else:
+                data = b"".join(map(websocket_text_frame, self.payloads))
+            self._websocket = data
+        return data

@@ -1,0 +1,25 @@
+"""Who is in a room: on this node only (one node), or across the cluster (Redis)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from roomcast.config import Settings
+from roomcast.presence.base import PresenceStore
+
+if TYPE_CHECKING:
+    from roomcast.hub import Hub
+
+
+def create_presence(settings: Settings, hub: Hub) -> PresenceStore:
+    scheme = settings.broker.split("://", 1)[0]
+    if scheme in {"redis", "rediss"}:
+        from roomcast.presence.redis import RedisPresence
+
+        return RedisPresence(settings.broker, ttl=settings.presence_ttl)
+    from roomcast.presence.memory import MemoryPresence
+
+    return MemoryPresence(hub)
+
+
+__all__ = ["PresenceStore", "create_presence"]

@@ -1,0 +1,195 @@
+"""Protocol v1, sans I/O: bytes in, commands out; events in, bytes out.
+
+Nothing here touches a socket. ``decode_command`` turns one client frame into a typed
+command (or raises :class:`ProtocolError` with the right error code), and the
+``encode_*`` functions build the JSON of every server frame. See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+import msgspec
+from msgspec import Raw, Struct
+
+from roomcast.exceptions import ErrorCode, ProtocolError
+
+CommandId = str | int | None
+
+ROOM_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
+MAX_HISTORY_LIMIT: Final = 1000
+TOO_DEEP: Final = "the JSON is nested too deeply"
+DEFAULT_HISTORY_LIMIT: Final = 100
+
+
+class Since(Struct, frozen=True):
+    epoch: str
+    offset: int
+
+
+class Join(Struct, tag="join", tag_field="type", frozen=True):
+    room: str
+    id: CommandId = None
+    since: Since | None = None
+
+
+class Leave(Struct, tag="leave", tag_field="type", frozen=True):
+    room: str
+    id: CommandId = None
+
+
+class Publish(Struct, tag="publish", tag_field="type", frozen=True):
+    room: str
+    data: Raw
+    id: CommandId = None
+
+
+class Presence(Struct, tag="presence", tag_field="type", frozen=True):
+    room: str
+    id: CommandId = None
+
+
+class History(Struct, tag="history", tag_field="type", frozen=True):
+    room: str
+    limit: int = DEFAULT_HISTORY_LIMIT
+    before: int | None = None
+    id: CommandId = None
+
+
+class Ping(Struct, tag="ping", tag_field="type", frozen=True):
+    id: CommandId = None
+
+
+Command = Join | Leave | Publish | Presence | History | Ping
+RoomCommand = Join | Leave | Publish | Presence | History
+COMMAND_TYPES: Final = frozenset({"join", "leave", "publish", "presence", "history", "ping"})
+
+_command_decoder: Final = msgspec.json.Decoder(Command)
+_any_decoder: Final = msgspec.json.Decoder()
+
+
+def decode_command(frame: str | bytes) -> Command:
+    """Parse and validate one client frame.
+
+    Raises :class:`ProtocolError` with ``bad_request``, ``unknown_type`` or
+    ``invalid_room``; the error carries the command's id when one could be read.
+    """
+    try:
+        command: Command = _command_decoder.decode(frame)
+    except msgspec.ValidationError as exc:
+        raise _explain(frame, exc) from None
+    except msgspec.DecodeError:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "the frame is not valid JSON") from None
+    except RecursionError:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, TOO_DEEP) from None
+    if not isinstance(command, Ping):
+        check_room(command.room, command.id)
+        if isinstance(command, History) and command.limit < 1:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "`limit` must be at least 1", command.id)
+    return command
+
+
+def _explain(frame: str | bytes, exc: msgspec.ValidationError) -> ProtocolError:
+    """Find out why a well-formed JSON frame is not a valid command (the slow path)."""
+    try:
+        value: Any = _any_decoder.decode(frame)
+    except msgspec.DecodeError:
+        return ProtocolError(ErrorCode.BAD_REQUEST, "the frame is not valid JSON")
+    except RecursionError:
+        return ProtocolError(ErrorCode.BAD_REQUEST, TOO_DEEP)
+    if not isinstance(value, dict):
+        return ProtocolError(ErrorCode.BAD_REQUEST, "a command must be a JSON object")
+    raw_id = value.get("id")
+    command_id = raw_id if isinstance(raw_id, str | int) and not isinstance(raw_id, bool) else None
+    kind = value.get("type")
+    if not isinstance(kind, str):
+        return ProtocolError(ErrorCode.BAD_REQUEST, "missing or mistyped field `type`", command_id)
+    if kind not in COMMAND_TYPES:
+        return ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown command type {kind!r}", command_id)
+    return ProtocolError(ErrorCode.BAD_REQUEST, str(exc), command_id)
+
+
+def check_room(room: str, command_id: CommandId = None) -> str:
+    """Return ``room`` if it is a valid room name, else raise ``invalid_room``."""
+    if ROOM_PATTERN.fullmatch(room) is None:
+        raise ProtocolError(
+            ErrorCode.INVALID_ROOM,
+            "room names are 1-128 characters of A-Za-z0-9_.:@-",
+            command_id,
+        )
+    return room
+
+
+# -- server frames -------------------------------------------------------------------
+
+
+class Member(Struct, frozen=True):
+    session: str
+    user: str
+
+
+class Welcome(Struct, tag="welcome", tag_field="type"):
+    session: str
+    node: str
+    heartbeat: float
+
+
+class Message(Struct, tag="message", tag_field="type", rename={"sender": "from"}):
+    room: str
+    epoch: str
+    offset: int
+    data: Raw
+    sender: Member | None
+    ts: int
+
+
+class MemberEvent(Struct, tag_field="type"):
+    room: str
+    member: Member
+
+
+class Joined(MemberEvent, tag="joined"):
+    pass
+
+
+class Left(MemberEvent, tag="left"):
+    pass
+
+
+class Error(Struct, tag="error", tag_field="type", omit_defaults=True):
+    id: CommandId = None
+    code: str = ""
+    message: str = ""
+
+
+class Pong(Struct, tag="pong", tag_field="type", omit_defaults=True):
+    id: CommandId = None
+
+
+class Ok(Struct, tag="ok", tag_field="type", omit_defaults=True):
+    """A reply; only the fields the command's reply has are set (docs/protocol.md)."""
+
+    id: CommandId = None
+    room: str | None = None
+    epoch: str | None = None
+    offset: int | None = None
+    recovered: bool | None = None
+    members: list[Member] | None = None
+    messages: list[Raw] | None = None
+
+
+_encoder: Final = msgspec.json.Encoder()
+encode = _encoder.encode
+
+
+def encode_error(error: ProtocolError, command_id: CommandId = None) -> bytes:
+    """The ``error`` frame for ``error``; ``command_id`` wins over the error's own id."""
+    frame_id = command_id if command_id is not None else error.command_id
+    return encode(Error(id=frame_id, code=error.code, message=error.message))
+
+
+def encode_message(
+    room: str, epoch: str, offset: int, data: Raw, sender: Member | None, ts: int
+) -> bytes:
+    return encode(Message(room, epoch, offset, data, sender, ts))

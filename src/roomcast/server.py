@@ -1,0 +1,74 @@
+"""Running a node: start, serve until SIGTERM/SIGINT, drain, exit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from aiohttp import web
+
+from roomcast.config import Settings
+from roomcast.http import create_app
+from roomcast.node import Node
+
+log = logging.getLogger("roomcast.server")
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Serve until ``stop`` is set or the process gets SIGTERM/SIGINT, then shut down:
+    stop accepting, store pending messages, close every client with 1012."""
+    stop = stop if stop is not None else asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    node = Node(settings)
+    runner = web.AppRunner(
+        create_app(node), access_log=None, shutdown_timeout=settings.shutdown_timeout
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=4096, reuse_address=True)
+    await site.start()
+    await node.start()
+    log.info(
+        "roomcast serving on http://%s:%d (ws: /ws, broker %s, history %s)",
+        settings.host,
+        settings.port,
+        settings.broker,
+        settings.history,
+    )
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await node.drain()
+        await runner.cleanup()
+        log.info("stopped")
+
+
+def raise_file_limit() -> int:
+    """Raise the soft limit of open files to the hard one: every connection is a file."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return 0
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    return soft
+
+
+def run(settings: Settings) -> None:
+    """Run a server in this process, on uvloop when it is installed."""
+    log.info("open files limit: %d", raise_file_limit())
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        asyncio.run(serve(settings))
+    else:
+        uvloop.run(serve(settings))

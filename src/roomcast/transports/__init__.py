@@ -1,0 +1,1 @@
+"""Transports carry frames between a session and its client (WebSocket now)."""
