@@ -16,10 +16,22 @@ SERVE_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--host", {"default": "127.0.0.1", "show_default": True, "help": "Address to bind."}),
     ("--port", {"default": 8000, "type": int, "show_default": True, "help": "Port to bind."}),
     ("--node-id", {"default": "", "help": "This node's id (default: host-port-random)."}),
-    ("--broker", {"default": "memory://", "show_default": True,
-                  "help": "memory:// (one node) or redis://HOST:PORT/DB (a cluster)."}),
-    ("--redis-sharded/--no-redis-sharded", {"default": False, "show_default": True,
-                  "help": "Use Redis 7 sharded pub/sub (SSUBSCRIBE/SPUBLISH), for Redis Cluster."}),
+    (
+        "--broker",
+        {
+            "default": "memory://",
+            "show_default": True,
+            "help": "memory:// (one node) or redis://HOST:PORT/DB (a cluster).",
+        },
+    ),
+    (
+        "--redis-sharded/--no-redis-sharded",
+        {
+            "default": False,
+            "show_default": True,
+            "help": "Use Redis 7 sharded pub/sub (SSUBSCRIBE/SPUBLISH), for Redis Cluster.",
+        },
+    ),
     (
         "--history",
         {
@@ -38,34 +50,135 @@ SERVE_OPTIONS: list[tuple[str, dict[str, Any]]] = [
             "help": "Directory of the SQLite history.",
         },
     ),
-    ("--history-size", {"default": 1000, "type": int, "show_default": True,
-                        "help": "Messages kept per room."}),
-    ("--history-ttl", {"default": 0.0, "type": float, "show_default": True,
-                       "help": "Seconds a message is kept (0: no limit)."}),
+    (
+        "--history-size",
+        {"default": 1000, "type": int, "show_default": True, "help": "Messages kept per room."},
+    ),
+    (
+        "--history-ttl",
+        {
+            "default": 0.0,
+            "type": float,
+            "show_default": True,
+            "help": "Seconds a message is kept (0: no limit).",
+        },
+    ),
     ("--api-key", {"default": None, "help": "Key of the HTTP API (off without one)."}),
-    ("--heartbeat", {"default": 25.0, "type": float, "show_default": True,
-                     "help": "Seconds between WebSocket pings."}),
-    ("--presence-ttl", {"default": 30.0, "type": float, "show_default": True,
-                        "help": "Seconds a cluster member stays in presence without a refresh "
-                        "from its node (Redis broker)."}),
-    ("--max-message-size", {"default": 65536, "type": int, "show_default": True,
-                            "help": "Largest frame a client may send (bytes)."}),
-    ("--max-data-size", {"default": 32768, "type": int, "show_default": True,
-                         "help": "Largest published data (bytes)."}),
-    ("--max-buffer", {"default": 1048576, "type": int, "show_default": True,
-                      "help": "Outbound bytes buffered per client before it is cut off."}),
-    ("--max-rooms", {"default": 100, "type": int, "show_default": True,
-                     "help": "Rooms one connection may be in."}),
-    ("--publish-rate", {"default": 100.0, "type": float, "show_default": True,
-                        "help": "Publishes per second per connection (0: unlimited)."}),
-    ("--publish-burst", {"default": 200, "type": int, "show_default": True,
-                         "help": "Publishes a connection may save up."}),
-    ("--readonly-rooms", {"default": "", "help": "Comma-separated room patterns (e.g. "
-                          "'news:*') where only the HTTP API may publish."}),
-    ("--shutdown-timeout", {"default": 5.0, "type": float, "show_default": True,
-                            "help": "Seconds given to clients to close on shutdown."}),
-    ("--log-level", {"default": "info", "show_default": True,
-                     "type": click.Choice(["debug", "info", "warning", "error"])}),
+    (
+        "--secret",
+        {
+            "default": None,
+            "help": "Signs the session tokens of SSE and long-poll "
+            "clients; every node of a cluster needs the same one (default: random).",
+        },
+    ),
+    (
+        "--poll-timeout",
+        {
+            "default": 25.0,
+            "type": float,
+            "show_default": True,
+            "help": "Seconds a long poll waits for an event.",
+        },
+    ),
+    (
+        "--heartbeat",
+        {
+            "default": 25.0,
+            "type": float,
+            "show_default": True,
+            "help": "Seconds between WebSocket pings and SSE comments.",
+        },
+    ),
+    (
+        "--presence-ttl",
+        {
+            "default": 30.0,
+            "type": float,
+            "show_default": True,
+            "help": "Seconds a cluster member stays in presence without a refresh "
+            "from its node (Redis broker).",
+        },
+    ),
+    (
+        "--max-message-size",
+        {
+            "default": 65536,
+            "type": int,
+            "show_default": True,
+            "help": "Largest frame a client may send (bytes).",
+        },
+    ),
+    (
+        "--max-data-size",
+        {
+            "default": 32768,
+            "type": int,
+            "show_default": True,
+            "help": "Largest published data (bytes).",
+        },
+    ),
+    (
+        "--max-buffer",
+        {
+            "default": 1048576,
+            "type": int,
+            "show_default": True,
+            "help": "Outbound bytes buffered per client before it is cut off.",
+        },
+    ),
+    (
+        "--max-rooms",
+        {
+            "default": 100,
+            "type": int,
+            "show_default": True,
+            "help": "Rooms one connection may be in.",
+        },
+    ),
+    (
+        "--publish-rate",
+        {
+            "default": 100.0,
+            "type": float,
+            "show_default": True,
+            "help": "Publishes per second per connection (0: unlimited).",
+        },
+    ),
+    (
+        "--publish-burst",
+        {
+            "default": 200,
+            "type": int,
+            "show_default": True,
+            "help": "Publishes a connection may save up.",
+        },
+    ),
+    (
+        "--readonly-rooms",
+        {
+            "default": "",
+            "help": "Comma-separated room patterns (e.g. "
+            "'news:*') where only the HTTP API may publish.",
+        },
+    ),
+    (
+        "--shutdown-timeout",
+        {
+            "default": 5.0,
+            "type": float,
+            "show_default": True,
+            "help": "Seconds given to clients to close on shutdown.",
+        },
+    ),
+    (
+        "--log-level",
+        {
+            "default": "info",
+            "show_default": True,
+            "type": click.Choice(["debug", "info", "warning", "error"]),
+        },
+    ),
 ]
 
 

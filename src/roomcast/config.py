@@ -28,6 +28,8 @@ class Settings:
     history_size: int = 1000
     history_ttl: float = 0.0
     api_key: str | None = None
+    secret: str | None = None
+    poll_timeout: float = 25.0
     heartbeat: float = 25.0
     presence_ttl: float = 30.0
     max_message_size: int = 64 * 1024
@@ -47,6 +49,7 @@ class Settings:
             "history_size": self.history_size,
             "heartbeat": self.heartbeat,
             "presence_ttl": self.presence_ttl,
+            "poll_timeout": self.poll_timeout,
             "max_message_size": self.max_message_size,
             "max_data_size": self.max_data_size,
             "max_buffer": self.max_buffer,
@@ -57,6 +60,8 @@ class Settings:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, not {value}")
         if self.publish_rate < 0 or self.publish_burst < 1:
             raise ConfigError("--publish-rate must be >= 0 (0: unlimited), --publish-burst >= 1")
+        if self.secret is not None and len(self.secret) < 16:
+            raise ConfigError("--secret must be at least 16 characters")
         if self.broker in {"memory", ""}:
             object.__setattr__(self, "broker", "memory://")
         if not self.node_id:

@@ -25,8 +25,10 @@ class ErrorCode:
     TOO_LARGE: Final = "too_large"
     RATE_LIMITED: Final = "rate_limited"
     UNAVAILABLE: Final = "unavailable"
-    # HTTP API only: no or a wrong API key.
+    # HTTP only: no or a wrong API key or session token.
     UNAUTHORIZED: Final = "unauthorized"
+    # SSE and long polling: the cursor's epoch is gone, or history no longer reaches it.
+    CURSOR_EXPIRED: Final = "cursor_expired"
 
 
 class CloseCode:

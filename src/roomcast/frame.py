@@ -11,6 +11,8 @@ from __future__ import annotations
 import struct
 from typing import Final
 
+from roomcast.protocol import Header, event_header
+
 _LEN16: Final = struct.Struct("!BBH")
 _LEN64: Final = struct.Struct("!BBQ")
 _TEXT: Final = 0x81  # FIN + opcode 1 (text)
@@ -29,11 +31,12 @@ def websocket_text_frame(payload: bytes) -> bytes:
 class Frame:
     """Encoded server events (``payloads``: one JSON document each) and their wire forms."""
 
-    __slots__ = ("_websocket", "payloads")
+    __slots__ = ("_sse", "_websocket", "payloads")
 
     def __init__(self, *payloads: bytes) -> None:
         self.payloads = payloads
         self._websocket: bytes | None = None
+        self._sse: list[tuple[Header | None, bytes]] | None = None
 
     @property
     def websocket(self) -> bytes:
@@ -46,3 +49,17 @@ class Frame:
                 data = b"".join(map(websocket_text_frame, self.payloads))
             self._websocket = data
         return data
+
+    @property
+    def sse(self) -> list[tuple[Header | None, bytes]]:
+        """Every event as the start of an SSE event, up to its ``id:`` (which is each
+        client's own cursor), with the header of each ``message`` (None for others)."""
+        events = self._sse
+        if events is None:
+            events = []
+            for payload in self.payloads:
+                header = event_header(payload)
+                start = b"event: " + header.type.encode() + b"\ndata: " + payload + b"\nid: "
+                events.append((header if header.type == "message" else None, start))
+            self._sse = events
+        return events

@@ -101,7 +101,9 @@ class Hub:
 
     def members(self, name: str) -> list[Member]:
         room = self.rooms.get(name)
-        return [] if room is None else [session.member for session in room.members]
+        if room is None:
+            return []
+        return [session.member for session in room.members if session.announce]
 
     def tell(self, name: str, payload: bytes, exclude: str) -> None:
         """Send an event to the local members of a room, except session ``exclude``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from typing import TYPE_CHECKING
 
 from msgspec import Raw
@@ -28,6 +29,7 @@ from roomcast.protocol import (
     encode,
 )
 from roomcast.session import Session
+from roomcast.tokens import Signer
 
 if TYPE_CHECKING:
     from roomcast.transports.base import Transport
@@ -47,6 +49,7 @@ class Node:
         )
         self.broker.on_event = self.hub.tell
         self.sessions: dict[str, Session] = {}
+        self.signer = Signer(settings.secret or secrets.token_urlsafe(32))
         self.state = "starting"  # starting -> ready -> draining -> stopped
         self._opening: dict[str, asyncio.Future[Room]] = {}
         self._subscriptions = asyncio.Lock()
@@ -93,19 +96,30 @@ class Node:
 
     # -- sessions ---------------------------------------------------------------------
 
-    def open_session(self, transport: Transport, user: str) -> Session:
-        session = Session(self, transport, user)
+    def open_session(
+        self,
+        transport: Transport,
+        user: str,
+        *,
+        session_id: str | None = None,
+        announce: bool = True,
+        welcome: bool = True,
+        token: str | None = None,
+    ) -> Session:
+        """A new session on ``transport``; it is greeted with ``welcome`` (carrying the
+        session token of a one-way transport) unless ``welcome`` is False."""
+        session = Session(self, transport, user, session_id=session_id, announce=announce)
         self.sessions[session.id] = session
-        heartbeat = self.settings.heartbeat
-        welcome = Welcome(session.id, self.settings.node_id, _number(heartbeat))
-        session.reply(encode(welcome))
+        if welcome:
+            heartbeat = number(self.settings.heartbeat)
+            session.reply(encode(Welcome(session.id, self.settings.node_id, heartbeat, token)))
         return session
 
     def close_session(self, session: Session) -> None:
         """Forget a session whose connection ended: it leaves all its rooms."""
         session.closed = True
-        if self.sessions.pop(session.id, None) is None:
-            return
+        if self.sessions.get(session.id) is session:  # not a newer one with the same id
+            del self.sessions[session.id]
         for name in list(session.rooms):
             room = self.hub.get(name)
             if room is not None:
@@ -129,7 +143,9 @@ class Node:
         while True:
             await asyncio.sleep(self.settings.heartbeat)
             for session in list(self.sessions.values()):
-                if session.awaiting_pong:
+                if not session.transport.pongs:  # a comment to keep proxies from idling out
+                    session.transport.ping()
+                elif session.awaiting_pong:
                     self.disconnect(session, CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
                 else:
                     session.awaiting_pong = True
@@ -146,7 +162,7 @@ class Node:
         recovered: bool | None = None
         room.opening += 1
         try:
-            if session.id not in self.sessions:
+            if session.closed:
                 raise ProtocolError(ErrorCode.UNAVAILABLE, "the session is closed", command_id)
             if name not in session.rooms:
                 recovered = await self._admit(session, room, since)
@@ -204,7 +220,7 @@ class Node:
                 page = await self.broker.read(room.name, after=after, limit=room.top - after)
             except BrokerError as exc:  # not a loss: the client tries again
                 raise ProtocolError(ErrorCode.UNAVAILABLE, f"history unavailable: {exc}") from exc
-            if session.id not in self.sessions:
+            if session.closed:
                 return False
             entries = page.entries
             if room.epoch != since.epoch or not entries or entries[0][0] != after + 1:
@@ -225,14 +241,21 @@ class Node:
         self._remove(room, session)
 
     def _add(self, room: Room, session: Session) -> None:
-        if self.hub.add_member(room, session):
+        if self.hub.add_member(room, session) and session.announce:
             self.presence_agent.joined(room.name, session.member)
 
     def _remove(self, room: Room, session: Session) -> None:
         name = room.name
         if self.hub.remove_member(room, session):
             self._spawn(self._unsubscribe(name))
-        self.presence_agent.left(name, session.member)
+        if session.announce:
+            self.presence_agent.left(name, session.member)
+
+    def touch_presence(self, rooms: list[str], member: Member) -> None:
+        """A long-poll member polled: present until after its next poll would end."""
+        ttl = self.settings.poll_timeout + self.settings.presence_ttl
+        for room in rooms:
+            self.presence_agent.touch(room, member, ttl)
 
     async def _unsubscribe(self, name: str) -> None:
         async with self._subscriptions:
@@ -287,9 +310,7 @@ class Node:
 
     # -- operations shared by sessions and the HTTP API --------------------------------
 
-    def publish(
-        self, room: str, data: Raw, sender: Member | None
-    ) -> asyncio.Future[Publication]:
+    def publish(self, room: str, data: Raw, sender: Member | None) -> asyncio.Future[Publication]:
         """Store and fan out one message; the future resolves once it is stored."""
         if self.state != "ready":
             future: asyncio.Future[Publication] = asyncio.get_running_loop().create_future()
@@ -319,5 +340,5 @@ class Node:
             raise ProtocolError(ErrorCode.UNAVAILABLE, "the server is shutting down", command_id)
 
 
-def _number(value: float) -> float | int:
+def number(value: float) -> float | int:
     return int(value) if value == int(value) else value

@@ -129,10 +129,11 @@ class Member(Struct, frozen=True):
     user: str
 
 
-class Welcome(Struct, tag="welcome", tag_field="type"):
+class Welcome(Struct, tag="welcome", tag_field="type", omit_defaults=True):
     session: str
     node: str
     heartbeat: float
+    token: str | None = None  # SSE and long polling: the session token for POST /send
 
 
 class Message(Struct, tag="message", tag_field="type", rename={"sender": "from"}):
@@ -178,6 +179,17 @@ class Ok(Struct, tag="ok", tag_field="type", omit_defaults=True):
     members: list[Member] | None = None
     messages: list[Raw] | None = None
 
+
+class Header(Struct):
+    """The fields of a server event that one-way transports need to route and resume."""
+
+    type: str
+    room: str | None = None
+    epoch: str | None = None
+    offset: int | None = None
+
+
+event_header: Final = msgspec.json.Decoder(Header).decode
 
 _encoder: Final = msgspec.json.Encoder()
 encode = _encoder.encode

@@ -26,7 +26,10 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
     node = Node(settings)
     runner = web.AppRunner(
-        create_app(node), access_log=None, shutdown_timeout=settings.shutdown_timeout
+        create_app(node),
+        access_log=None,
+        shutdown_timeout=settings.shutdown_timeout,
+        handler_cancellation=True,  # a stream or poll ends when its client goes away
     )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, backlog=4096, reuse_address=True)

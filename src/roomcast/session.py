@@ -45,13 +45,27 @@ def new_session_id() -> str:
 
 
 class Session:
-    __slots__ = ("awaiting_pong", "bucket", "closed", "id", "member", "node", "rooms", "transport")
+    __slots__ = (
+        "announce", "awaiting_pong", "bucket", "closed", "id", "member", "node", "rooms",
+        "transport",
+    )  # fmt: skip
 
-    def __init__(self, node: Node, transport: Transport, user: str) -> None:
+    def __init__(
+        self,
+        node: Node,
+        transport: Transport,
+        user: str,
+        *,
+        session_id: str | None = None,
+        announce: bool = True,
+    ) -> None:
         self.node = node
         self.transport = transport
-        self.id = new_session_id()
+        self.id = session_id or new_session_id()
         self.member = Member(self.id, user)
+        # False for the brief sessions of a long poll: their presence is kept by the poll
+        # itself (with a deadline), not by their joining and leaving rooms.
+        self.announce = announce
         self.rooms: set[str] = set()
         settings = node.settings
         self.bucket = TokenBucket(settings.publish_rate, settings.publish_burst)
@@ -88,6 +102,10 @@ class Session:
         except ProtocolError as error:
             self.reply(encode_error(error))
             return
+        await self.execute(command)
+
+    async def execute(self, command: Command) -> None:
+        """Run a decoded command; its reply, or its error, is sent to the client."""
         try:
             await self._dispatch(command)
         except ProtocolError as error:

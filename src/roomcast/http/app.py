@@ -6,6 +6,9 @@ from aiohttp import web
 
 from roomcast.http import api, pages
 from roomcast.node import Node
+from roomcast.transports.longpoll import poll_handler
+from roomcast.transports.send import BUCKETS_KEY, Buckets, send_handler
+from roomcast.transports.sse import sse_handler
 from roomcast.transports.websocket import NODE_KEY, websocket_handler
 
 
@@ -13,7 +16,11 @@ def create_app(node: Node) -> web.Application:
     # The HTTP API reads bodies itself, to answer an oversized one with a JSON error.
     app = web.Application(client_max_size=node.settings.max_message_size)
     app[NODE_KEY] = node
+    app[BUCKETS_KEY] = Buckets(node.settings.publish_rate, node.settings.publish_burst)
     app.router.add_get("/ws", websocket_handler)
+    app.router.add_get("/sse", sse_handler)
+    app.router.add_get("/poll", poll_handler)
+    app.router.add_post("/send", send_handler)
     api.add_routes(app)
     pages.add_routes(app)
     return app

@@ -12,6 +12,7 @@ STATUS = {
     ErrorCode.INVALID_ROOM: 400,
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.FORBIDDEN: 403,
+    ErrorCode.CURSOR_EXPIRED: 409,
     ErrorCode.TOO_LARGE: 413,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.UNAVAILABLE: 503,

@@ -3,6 +3,9 @@ presence store, and announces the members of dead nodes as they expire.
 
 Announcements go through one queue, in order, so a quick join-then-leave is never
 stored or announced the other way round.
+
+Long-poll members are in no room between two polls: each poll ``touch``-es them with a
+deadline that outlasts the next poll, and they are announced as gone when it passes.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Literal
 
 from roomcast.exceptions import BrokerError
 from roomcast.presence.base import PresenceStore
@@ -22,7 +26,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("roomcast.presence")
 
-Announcement = tuple[bool, str, Member]  # (joined?, room, member)
+Change = Literal["join", "touch", "leave"]
+Announcement = tuple[Change, str, Member, float | None]  # (change, room, member, ttl)
 
 
 class PresenceAgent:
@@ -32,6 +37,7 @@ class PresenceAgent:
         self.hub = hub
         self._queue: asyncio.Queue[Announcement] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self._touched: dict[str, float] = {}  # room -> when a poll last touched a member
 
     async def start(self) -> None:
         await self.store.open()
@@ -55,40 +61,52 @@ class PresenceAgent:
         await self.store.close()
 
     def joined(self, room: str, member: Member) -> None:
-        self._queue.put_nowait((True, room, member))
+        self._queue.put_nowait(("join", room, member, None))
 
     def left(self, room: str, member: Member) -> None:
-        self._queue.put_nowait((False, room, member))
+        self._queue.put_nowait(("leave", room, member, None))
+
+    def touch(self, room: str, member: Member, ttl: float) -> None:
+        """A long-poll member is alive for ``ttl`` more seconds (announced if new)."""
+        self._touched[room] = time.monotonic() + ttl
+        self._queue.put_nowait(("touch", room, member, ttl))
 
     async def members(self, room: str) -> list[Member]:
         return await self.store.members(room)
 
     async def _announce(self) -> None:
         while True:
-            joined, room, member = await self._queue.get()
+            change, room, member, ttl = await self._queue.get()
             try:
-                if joined:
-                    await self.store.add(room, member)
+                if change == "leave":
+                    if await self.store.remove(room, member):
+                        await self.broker.broadcast(
+                            room, encode(Left(room, member)), member.session
+                        )
+                elif await self.store.add(room, member, ttl) or change == "join":
                     await self.broker.broadcast(room, encode(Joined(room, member)), member.session)
-                else:
-                    await self.store.remove(room, member)
-                    await self.broker.broadcast(room, encode(Left(room, member)), member.session)
             except BrokerError as exc:
                 log.warning("presence of %s in %s not announced: %s", member.session, room, exc)
             finally:
                 self._queue.task_done()
 
+    def _swept_rooms(self, local: dict[str, list[Member]]) -> list[str]:
+        """Rooms with members here, and rooms touched by a poll not long ago."""
+        now = time.monotonic()
+        horizon = 2 * self.store.interval
+        for room, deadline in list(self._touched.items()):
+            if deadline + horizon < now:
+                del self._touched[room]
+        return list(local.keys() | self._touched.keys())
+
     async def _keep_alive(self) -> None:
         while True:
             await asyncio.sleep(self.store.interval)
-            local = {
-                room.name: [session.member for session in room.members]
-                for room in self.hub
-                if room.members
-            }
+            hub = self.hub
+            local = {room.name: members for room in hub if (members := hub.members(room.name))}
             try:
                 await self.store.refresh(local)
-                gone = await self.store.expire(list(local))
+                gone = await self.store.expire(self._swept_rooms(local))
             except BrokerError as exc:
                 log.warning("presence refresh failed: %s", exc)
                 continue
@@ -98,5 +116,5 @@ class PresenceAgent:
                     with contextlib.suppress(BrokerError):
                         if member.session in alive:  # ours, and alive: a refresh came late
                             await self.store.add(room, member)
-                        else:  # left a node that died: tell everyone
+                        else:  # left a node that died, or stopped polling: tell everyone
                             await self.broker.broadcast(room, encode(Left(room, member)), "")

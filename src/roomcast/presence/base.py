@@ -24,10 +24,13 @@ class PresenceStore(ABC):
         return None
 
     @abstractmethod
-    async def add(self, room: str, member: Member) -> None: ...
+    async def add(self, room: str, member: Member, ttl: float | None = None) -> bool:
+        """Store ``member`` until now + ``ttl`` (default: the store's TTL); True if it was
+        not there yet (so its joining is news)."""
 
     @abstractmethod
-    async def remove(self, room: str, member: Member) -> None: ...
+    async def remove(self, room: str, member: Member) -> bool:
+        """Remove ``member``; True if it was there (so its leaving is news)."""
 
     @abstractmethod
     async def members(self, room: str) -> list[Member]: ...

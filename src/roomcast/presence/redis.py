@@ -40,31 +40,33 @@ class RedisPresence(PresenceStore):
         base = f"{self.prefix}:{{{room}}}:presence"
         return base, base + ":exp"
 
-    def _deadline(self) -> int:
-        return int((time.time() + self.ttl) * 1000)
+    def _deadline(self, ttl: float | None = None) -> int:
+        return int((time.time() + (self.ttl if ttl is None else ttl)) * 1000)
 
     async def close(self) -> None:
         await self._redis.aclose()
 
-    async def add(self, room: str, member: Member) -> None:
+    async def add(self, room: str, member: Member, ttl: float | None = None) -> bool:
         members, expiry = self._keys(room)
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hset(members, member.session, _encode(member))
-                pipe.zadd(expiry, {member.session: self._deadline()})
-                await pipe.execute()
+                pipe.zadd(expiry, {member.session: self._deadline(ttl)})
+                added, _ = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise BrokerError(f"presence unavailable: {exc}") from exc
+        return bool(added)
 
-    async def remove(self, room: str, member: Member) -> None:
+    async def remove(self, room: str, member: Member) -> bool:
         members, expiry = self._keys(room)
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hdel(members, member.session)
                 pipe.zrem(expiry, member.session)
-                await pipe.execute()
+                removed, _ = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise BrokerError(f"presence unavailable: {exc}") from exc
+        return bool(removed)
 
     async def members(self, room: str) -> list[Member]:
         members, expiry = self._keys(room)

@@ -24,6 +24,9 @@ class Transport(Protocol):
     """
 
     kind: ClassVar[str]
+    # True if the client answers ``ping`` (WebSocket): a node drops a session that missed
+    # one. SSE and long polling learn that a client is gone from the connection itself.
+    pongs: ClassVar[bool]
 
     @property
     def sink(self) -> Any:
@@ -56,6 +59,7 @@ class FakeTransport:
     """
 
     kind: ClassVar[str] = "fake"
+    pongs: ClassVar[bool] = True
 
     def __init__(self, max_frames: int | None = None) -> None:
         self.sent: list[bytes] = []

@@ -36,6 +36,7 @@ _closing: set[asyncio.Task[None]] = set()
 
 class WebSocketTransport:
     kind: ClassVar[str] = "websocket"
+    pongs: ClassVar[bool] = True
     __slots__ = ("_close_timeout", "_limit", "_transport", "_ws")
 
     def __init__(

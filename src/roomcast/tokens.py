@@ -1,0 +1,62 @@
+"""Session tokens of one-way clients (SSE, long polling).
+
+A client on a one-way transport sends its commands with ``POST /send`` and polls with
+``GET /poll``, each request possibly to another node. The token it got in its
+``welcome`` says who it is (session id, user name) and which rooms it is in, signed
+with the cluster's secret (HS256 JWT), so any node of the cluster can trust it without
+asking the node that issued it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any, Final
+
+import jwt
+import msgspec
+
+from roomcast.exceptions import ErrorCode, ProtocolError
+
+ALGORITHM: Final = "HS256"
+LIFETIME: Final = 24 * 3600.0  # seconds; every poll answer carries a fresh token
+
+
+class SessionClaims(msgspec.Struct, frozen=True):
+    sid: str
+    user: str
+    rooms: tuple[str, ...]
+
+    def renamed(self, sid: str) -> SessionClaims:
+        return SessionClaims(sid, self.user, self.rooms)
+
+    def with_rooms(self, rooms: tuple[str, ...]) -> SessionClaims:
+        return SessionClaims(self.sid, self.user, rooms)
+
+
+class Signer:
+    def __init__(self, secret: str, lifetime: float = LIFETIME) -> None:
+        # Any secret becomes a 256-bit HMAC key (the length HS256 asks for).
+        self._secret = hashlib.sha256(b"roomcast session:" + secret.encode()).digest()
+        self._lifetime = lifetime
+
+    def issue(self, claims: SessionClaims) -> str:
+        payload: dict[str, Any] = {
+            "sid": claims.sid,
+            "user": claims.user,
+            "rooms": list(claims.rooms),
+            "exp": int(time.time() + self._lifetime),
+        }
+        return jwt.encode(payload, self._secret, algorithm=ALGORITHM)
+
+    def verify(self, token: str) -> SessionClaims:
+        """The claims of ``token``; ``unauthorized`` if it is forged, expired or garbage."""
+        try:
+            payload = jwt.decode(
+                token, self._secret, algorithms=[ALGORITHM], options={"require": ["exp"]}
+            )
+            return msgspec.convert(payload, SessionClaims)
+        except jwt.ExpiredSignatureError as exc:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "the session token expired") from exc
+        except (jwt.InvalidTokenError, msgspec.ValidationError) as exc:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "invalid session token") from exc
