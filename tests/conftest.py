@@ -7,8 +7,10 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import aiohttp
 import pytest
 import websockets
+from oneway_client import OneWay
 
 from roomcast.config import Settings
 from roomcast.node import Node
@@ -46,6 +48,7 @@ class WsClient:
     def __init__(self, ws: websockets.ClientConnection) -> None:
         self.ws = ws
         self.welcome: dict[str, Any] = {}
+        self.skipped: list[dict[str, Any]] = []  # frames request() and until() passed over
 
     async def send(self, **command: Any) -> None:
         await self.ws.send(json.dumps(command))
@@ -62,6 +65,7 @@ class WsClient:
             frame = await self.recv(timeout)
             if frame.get("type") in {"ok", "error", "pong"} and frame.get("id") == command["id"]:
                 return frame
+            self.skipped.append(frame)
 
     async def until(self, kind: str, timeout: float = 5.0) -> dict[str, Any]:
         """The next frame of ``type`` ``kind``, skipping others."""
@@ -69,6 +73,7 @@ class WsClient:
             frame = await self.recv(timeout)
             if frame["type"] == kind:
                 return frame
+            self.skipped.append(frame)
 
 
 @pytest.fixture
@@ -97,3 +102,12 @@ async def node() -> AsyncIterator[Node]:
     yield instance
     await instance.drain()
 
+
+
+@pytest.fixture
+async def oneway(server: ServerProcess) -> AsyncIterator[OneWay]:
+    """SSE, poll and send against the ``server`` fixture."""
+    async with aiohttp.ClientSession() as http:
+        client = OneWay(http, server.http_url)
+        yield client
+        client.close()
