@@ -36,12 +36,17 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     await site.start()
     await node.start()
     log.info(
-        "roomcast serving on http://%s:%d (ws: /ws, broker %s, history %s)",
+        "roomcast serving on http://%s:%d (/ws, /sse, /poll; broker %s, history %s)",
         settings.host,
         settings.port,
         settings.broker,
         settings.history,
     )
+    if settings.secret is None and not settings.broker.startswith("memory"):
+        log.warning(
+            "no --secret: SSE and long-poll session tokens are good on this node only; "
+            "give every node of the cluster the same ROOMCAST_SECRET"
+        )
     try:
         await stop.wait()
     finally:
