@@ -110,7 +110,8 @@ async def poll_handler(request: web.Request) -> web.StreamResponse:
     cursor = Cursor({room: positions[room] for room in claims.rooms if room in positions})
     link = PollTransport(cursor, node.settings.max_buffer)
     previous = node.sessions.get(claims.sid)
-    if previous is not None:  # an earlier poll of this session still waits: it answers now
+    if previous is not None and isinstance(previous.transport, PollTransport):
+        # an earlier poll of this session still waits here: it answers now
         previous.transport.close(1000, "another poll of this session came")
     session = node.open_session(
         link, claims.user, session_id=claims.sid, announce=False, welcome=False
