@@ -77,20 +77,47 @@ class FrameParser:
         return frames
 
 
-class WsProtocol(asyncio.Protocol):
-    """The opening handshake; subclasses get the frames' bytes in :meth:`stream`."""
+class ClientProtocol(asyncio.Protocol):
+    """A client connection with an opening exchange: ``opened`` resolves once it is done
+    (a WebSocket handshake, an SSE response's head), ``lost`` once the connection is gone."""
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
         self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._host = parts.netloc
-        self._key = base64.b64encode(os.urandom(16))
-        self._head = b""
-        self._upgraded = False
         self.transport: asyncio.Transport | None = None
         loop = asyncio.get_running_loop()
         self.opened: asyncio.Future[None] = loop.create_future()
         self.lost: asyncio.Future[None] = loop.create_future()
+
+    def _fail(self, error: Exception) -> None:
+        for future in (self.opened, self.lost):
+            if not future.done():
+                future.set_exception(error)
+                future.exception()  # retrieved: whoever awaits it re-raises
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(exc or ConnectionError("closed during the handshake"))
+            self.opened.exception()
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+
+class WsProtocol(ClientProtocol):
+    """The opening handshake; subclasses get the frames' bytes in :meth:`stream`."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self._key = base64.b64encode(os.urandom(16))
+        self._head = b""
+        self._upgraded = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -132,14 +159,6 @@ class WsProtocol(asyncio.Protocol):
             return "handshake: wrong Sec-WebSocket-Accept"
         return None
 
-    def _fail(self, error: Exception) -> None:
-        for future in (self.opened, self.lost):
-            if not future.done():
-                future.set_exception(error)
-                future.exception()  # retrieved: whoever awaits it re-raises
-        if self.transport is not None:
-            self.transport.abort()
-
     def stream(self, data: bytes) -> None:
         """Bytes of the frame stream after the handshake; this base answers pings only."""
         if _PING_OPCODE in data and self.transport is not None:
@@ -152,14 +171,7 @@ class WsProtocol(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(CLOSE)
-            self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.opened.done():
-            self.opened.set_exception(exc or ConnectionError("closed during the handshake"))
-            self.opened.exception()
-        if not self.lost.done():
-            self.lost.set_result(None)
+        super().close()
 
 
 class Recorder:
@@ -173,39 +185,18 @@ class Recorder:
         self.latencies: array[int] = array("q")
 
 
-class Subscriber(WsProtocol):
-    """A member of the bench room that accounts for every offset it receives.
+class OffsetRuns:
+    """The offsets a subscriber received, as runs of consecutive numbers: one run while
+    the server behaves. ``runs`` keeps the finished runs (first, last) when one breaks
+    (a gap, a repeat). Subclasses set ``recorder`` and ``runs`` in ``__init__``."""
 
-    Offsets arrive as runs of consecutive numbers: one run while the server behaves.
-    ``runs`` keeps the finished runs (first, last) when one breaks (a gap, a repeat).
-    """
-
-    def __init__(self, url: str, recorder: Recorder) -> None:
-        super().__init__(url)
-        self.recorder = recorder
-        self.joined: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.run_first = 0  # first offset of the current run (0: none yet)
-        self.next = 0  # the offset expected next
-        self.runs: list[tuple[int, int]] = []
-        self._carry = b""
-
-    def join(self, room: str) -> None:
-        self.send_text(b'{"type":"join","room":"%s","id":1}' % room.encode())
-
-    def stream(self, data: bytes) -> None:
-        if _PING_OPCODE in data:
-            super().stream(data)
-        buffer = self._carry + data if self._carry else data
-        found = _MESSAGE.findall(buffer)
-        if not found:
-            if not self.joined.done():
-                self._check_joined(buffer)
-            self._carry = buffer[-_CARRY:]
-            return
-        self._carry = buffer[buffer.rfind(_SEQ_TAIL) + len(_SEQ_TAIL) :][-_CARRY:]
-        self._account(found, time_ns())
+    recorder: Recorder
+    runs: list[tuple[int, int]]
+    run_first = 0  # first offset of the current run (0: none yet)
+    next = 0  # the offset expected next
 
     def _account(self, found: list[tuple[bytes, bytes]], now: int) -> None:
+        """``found``: (offset, sent time in ns) of each message event, in arrival order."""
         recorder = self.recorder
         recorder.delivered += len(found)
         expected = self.next
@@ -224,6 +215,38 @@ class Subscriber(WsProtocol):
             self.runs.append((self.run_first, expected - 1))
         self.run_first = offset
 
+    def all_runs(self) -> list[tuple[int, int]]:
+        if not self.run_first:
+            return list(self.runs)
+        return [*self.runs, (self.run_first, self.next - 1)]
+
+
+class Subscriber(OffsetRuns, WsProtocol):
+    """A member of the bench room that accounts for every offset it receives."""
+
+    def __init__(self, url: str, recorder: Recorder) -> None:
+        super().__init__(url)
+        self.recorder = recorder
+        self.joined: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.runs = []
+        self._carry = b""
+
+    def join(self, room: str) -> None:
+        self.send_text(b'{"type":"join","room":"%s","id":1}' % room.encode())
+
+    def stream(self, data: bytes) -> None:
+        if _PING_OPCODE in data:
+            super().stream(data)
+        buffer = self._carry + data if self._carry else data
+        found = _MESSAGE.findall(buffer)
+        if not found:
+            if not self.joined.done():
+                self._check_joined(buffer)
+            self._carry = buffer[-_CARRY:]
+            return
+        self._carry = buffer[buffer.rfind(_SEQ_TAIL) + len(_SEQ_TAIL) :][-_CARRY:]
+        self._account(found, time_ns())
+
     def _check_joined(self, buffer: bytes) -> None:
         if _OK in buffer:
             self.joined.set_result(None)
@@ -231,11 +254,6 @@ class Subscriber(WsProtocol):
             error = ConnectionError(f"join refused: {buffer[-200:]!r}")
             self.joined.set_exception(error)
             self.joined.exception()
-
-    def all_runs(self) -> list[tuple[int, int]]:
-        if not self.run_first:
-            return list(self.runs)
-        return [*self.runs, (self.run_first, self.next - 1)]
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -264,8 +282,9 @@ class FrameClient(WsProtocol):
         self.transport.write(bytes((0x8A, 0x80 | len(payload))) + _ZERO_MASK + payload)
 
 
-async def open_connection(url: str, protocol: WsProtocol, timeout: float = 30.0) -> None:
-    """Connect ``protocol`` to ``url`` (ws://host:port/path) and finish the handshake."""
+async def open_connection(url: str, protocol: ClientProtocol, timeout: float = 30.0) -> None:
+    """Connect ``protocol`` to ``url`` (ws:// or http://host:port/path) and finish its
+    opening exchange."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     loop = asyncio.get_running_loop()
