@@ -1,5 +1,6 @@
 """``roomcast bench``: fan-out and idle-connection benchmarks, roomcast against Node.js ws,
-or a cluster of roomcast nodes sharing Redis against one node."""
+a cluster of roomcast nodes sharing Redis against one node, or roomcast's SSE fan-out
+against its WebSocket fan-out."""
 
 from __future__ import annotations
 
@@ -25,9 +26,9 @@ from rich.progress import (
 from roomcast.bench.cluster import PLACEMENTS, ClusterTarget
 from roomcast.bench.pool import BenchError
 from roomcast.bench.procstat import raise_nofile
-from roomcast.bench.report import render
+from roomcast.bench.report import render, sse_comparison
 from roomcast.bench.runner import Suite, SuiteConfig, run_suite, runs_scenario
-from roomcast.bench.targets import NodeTarget, RoomcastTarget, Target, UrlTarget
+from roomcast.bench.targets import TRANSPORTS, NodeTarget, RoomcastTarget, Target, UrlTarget
 
 
 @click.command()
@@ -57,6 +58,14 @@ from roomcast.bench.targets import NodeTarget, RoomcastTarget, Target, UrlTarget
     show_default=True,
     help="Cluster: subscribers on nodes 2..N only, so that every delivery crosses nodes "
     "(remote), or spread over all nodes (spread); the publisher is on node 1.",
+)
+@click.option(
+    "--transport",
+    type=click.Choice(TRANSPORTS),
+    default="websocket",
+    show_default=True,
+    help="How the subscribers read. sse: roomcast read over GET /sse and roomcast read over "
+    "WebSocket take turns in the same run (the publisher uses WebSocket; no Node baseline).",
 )
 @click.option("--subscribers", default=1000, show_default=True, help="Subscribers of the room.")
 @click.option(
@@ -117,10 +126,15 @@ def bench(
 
     By default starts roomcast (--history memory --publish-rate 0) and the Node.js ws
     baseline (benchmarks/node_ws_server.js; run `npm install` first) on free ports,
-    runs every scenario against each, and prints roomcast/node ratios.
+    runs every scenario against each, and prints roomcast/node ratios. With --transport
+    sse, roomcast read over SSE takes turns with roomcast read over WebSocket instead,
+    and the report gives SSE/WebSocket ratios.
     """
     config = SuiteConfig(**options)
-    targets = _targets(target, url, pid, config)
+    try:
+        targets = _targets(target, url, pid, config)
+    except BenchError as exc:
+        raise click.UsageError(str(exc)) from exc
     raise_nofile()  # the servers started from here inherit it
     console = Console(stderr=True)
     try:
@@ -130,6 +144,8 @@ def bench(
     goals = render(suite, Console(stderr=json_path == Path("-")))
     if json_path is not None:
         document = {**suite.to_json(), "goals": [goal.as_dict() for goal in goals]}
+        if suite.config.transport == "sse":
+            document["sse_vs_websocket"] = sse_comparison(suite)
         document["command"] = sys.argv
         text = json.dumps(document, indent=2)
         if json_path == Path("-"):
@@ -141,6 +157,8 @@ def bench(
 
 
 def _targets(name: str, url: str | None, pid: int | None, config: SuiteConfig) -> list[Target]:
+    if config.transport == "sse":
+        return _sse_targets(name, url, pid, config)
     if url is not None:
         return [UrlTarget(url, pid, name if name != "both" else "url")]
     if name == "cluster" or (name == "both" and config.nodes >= 2):
@@ -152,6 +170,19 @@ def _targets(name: str, url: str | None, pid: int | None, config: SuiteConfig) -
     if name in {"node", "both"}:
         chosen.append(NodeTarget())
     return chosen
+
+
+def _sse_targets(name: str, url: str | None, pid: int | None, config: SuiteConfig) -> list[Target]:
+    """roomcast read over WebSocket, then over SSE (the same server, if it is ``url``)."""
+    if name in {"node", "cluster"} or config.nodes >= 2:
+        raise BenchError(
+            "--transport sse compares roomcast's SSE with its WebSocket on one node: "
+            "it takes no Node.js baseline (--target node) and no cluster (--nodes)"
+        )
+    if url is not None:
+        label = name if name != "both" else "url"
+        return [UrlTarget(url, pid, label), UrlTarget(url, pid, label, transport="sse")]
+    return [RoomcastTarget(), RoomcastTarget(transport="sse")]
 
 
 def _run(config: SuiteConfig, targets: list[Target], console: Console) -> Suite:

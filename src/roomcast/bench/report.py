@@ -1,4 +1,5 @@
-"""The suite's tables (roomcast, node, a cluster, their ratios) and the targets of the issues."""
+"""The suite's tables (roomcast, node, a cluster, roomcast over SSE, their ratios) and the
+targets of the issues."""
 
 from __future__ import annotations
 
@@ -35,6 +36,15 @@ IDLE_ROWS = [
 COUNTED = ["lost", "duplicated", "out_of_order", "publish_errors"]
 TITLES = {"rate": "fixed rate", "full": "full speed", "idle": "idle connections"}
 RATIOS = [("roomcast", "node"), ("cluster", "roomcast")]  # columns, when both ran
+SSE_SUFFIX = "-sse"  # an SSE target is named after its WebSocket twin: roomcast-sse
+# (scenario, field, label) of the SSE/WebSocket comparison
+SSE_ROWS = [
+    ("full", "deliveries_per_s", "deliveries/s at full speed"),
+    ("full", "server_cpu_us_per_delivery", "server CPU per delivery at full speed (µs)"),
+    ("rate", "server_cpu_us_per_delivery", "server CPU per delivery at {rate} msg/s (µs)"),
+    ("rate", "latency_p50_ms", "latency p50 at {rate} msg/s (ms)"),
+    ("rate", "latency_p99_ms", "latency p99 at {rate} msg/s (ms)"),
+]
 CLUSTER_P99_MS = 50.0
 CLUSTER_SPEED = 0.50  # cluster deliveries/s at full speed, at least this share of one node's
 
@@ -131,12 +141,7 @@ def _goal(name: str, value: float | None, goal: str, test: Callable[[float], boo
 
 
 def _correctness(suite: Suite) -> Goal:
-    bad = 0
-    for scenario in ("rate", "full"):
-        for target in suite.targets:
-            for field in ("lost", "duplicated", "out_of_order"):
-                bad += suite.total(scenario, target, field)
-            bad += sum(not run.drained for run in _fanout_runs(suite, scenario, target))
+    bad = sum(_bad_deliveries(suite, target) for target in suite.targets)
     measured = any(scenario in suite.runs for scenario in ("rate", "full"))
     return Goal(
         "lost + duplicated + out of order + undrained, every run",
@@ -153,7 +158,7 @@ def _fanout_runs(suite: Suite, scenario: str, target: str) -> list[Any]:
 def scenario_table(suite: Suite, scenario: str) -> Table:
     config = suite.config
     targets = [target for target in suite.targets if target in suite.runs.get(scenario, {})]
-    ratios = [(a, b) for a, b in RATIOS if {a, b} <= set(targets)]
+    ratios = [(a, b) for a, b in [*RATIOS, *sse_pairs(targets)] if {a, b} <= set(targets)]
     if scenario == "idle":
         title = f"{TITLES[scenario]}: {config.idle}"
     else:
@@ -167,6 +172,8 @@ def scenario_table(suite: Suite, scenario: str) -> Table:
         if "cluster" in targets:
             placement = cluster_placement(suite, scenario)
             title += f"; cluster: {config.nodes} nodes, {placement_text(placement)}"
+        for sse, _ in sse_pairs(targets):
+            title += f"; {sse}: subscribers read GET /sse (the publisher uses WebSocket)"
     table = Table(title=title + f", median of {config.repeat}")
     table.add_column("metric")
     for target in targets:
@@ -190,6 +197,59 @@ def scenario_table(suite: Suite, scenario: str) -> Table:
         cells = [str(suite.total(scenario, target, name)) for target in targets]
         table.add_row(name.replace("_", " ") + " (sum)", *cells, *([""] * len(ratios)))
     return table
+
+
+def sse_pairs(targets: list[str]) -> list[tuple[str, str]]:
+    """(SSE target, its WebSocket twin) for every SSE target whose twin ran too."""
+    return [
+        (name, name.removesuffix(SSE_SUFFIX))
+        for name in targets
+        if name.endswith(SSE_SUFFIX) and name.removesuffix(SSE_SUFFIX) in targets
+    ]
+
+
+def sse_comparison(suite: Suite) -> list[dict[str, Any]]:
+    """roomcast's SSE figures next to its WebSocket figures of the same run, and their
+    ratios (SSE/WebSocket, of the medians); with each one's lost + duplicated + out of
+    order + undrained runs."""
+    rows: list[dict[str, Any]] = []
+    for sse, websocket in sse_pairs(suite.targets):
+        for scenario, name, label in SSE_ROWS:
+            if scenario in suite.runs:
+                rows.append(
+                    {
+                        "name": label.format(rate=f"{suite.config.rate:g}"),
+                        "websocket": suite.median(scenario, websocket, name),
+                        "sse": suite.median(scenario, sse, name),
+                        "ratio": ratio(suite, scenario, name, sse, websocket),
+                    }
+                )
+        bad = [_bad_deliveries(suite, target) for target in (websocket, sse)]
+        rows.append(
+            {"name": "lost + duplicated + out of order + undrained, every run",
+             "websocket": bad[0], "sse": bad[1], "ratio": None}
+        )  # fmt: skip
+    return rows
+
+
+def sse_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="SSE next to WebSocket (roomcast, same run)")
+    for column in ("metric", "websocket", "sse", "sse/websocket"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for row in rows:
+        digits = 0 if row["name"].startswith(("deliveries", "lost")) else 2
+        cells = [_number(row[key], digits) for key in ("websocket", "sse")]
+        table.add_row(row["name"], *cells, _number(row["ratio"], 2))
+    return table
+
+
+def _bad_deliveries(suite: Suite, target: str) -> int:
+    bad = 0
+    for scenario in ("rate", "full"):
+        for field in ("lost", "duplicated", "out_of_order"):
+            bad += suite.total(scenario, target, field)
+        bad += sum(not run.drained for run in _fanout_runs(suite, scenario, target))
+    return bad
 
 
 def cluster_placement(suite: Suite, scenario: str) -> str:
@@ -241,6 +301,9 @@ def render(suite: Suite, console: Console) -> list[Goal]:
     )
     for scenario in suite.runs:
         console.print(scenario_table(suite, scenario))
+    comparison = sse_comparison(suite)
+    if comparison:
+        console.print(sse_table(comparison))
     items = goals(suite)
     console.print(goals_table(items))
     return items

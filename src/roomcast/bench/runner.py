@@ -3,7 +3,8 @@
 Each scenario runs on a freshly started server (so one scenario's memory does not
 flatter the next), and the targets take turns within a scenario and repetition, so
 that a noisy neighbour hurts both alike. A cluster (nodes and its own redis-server) is
-started afresh the same way; it runs the fan-out scenarios only.
+started afresh the same way; it runs the fan-out scenarios only, as do targets read over
+SSE (``--transport sse``: roomcast read over SSE next to roomcast read over WebSocket).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from roomcast.bench.scenarios import (
     run_fanout,
     run_idle,
 )
-from roomcast.bench.targets import Target
+from roomcast.bench.targets import Target, transport_of
 
 Result = FanoutResult | IdleResult
 Announce = Callable[[str, int, int], None]  # (scenario, repetition, repetitions)
@@ -51,6 +52,7 @@ class SuiteConfig:
     nodes: int = 1  # >= 2: a cluster of that many nodes is a target too
     broker: str | None = None  # the cluster's redis:// URL (None: a redis-server of its own)
     placement: str = "remote"  # cluster: subscribers on nodes 2..N ("remote") or all ("spread")
+    transport: str = "websocket"  # "sse": roomcast's subscribers over SSE, and over WebSocket
 
     def fanout(self, mode: str) -> FanoutConfig:
         return FanoutConfig(
@@ -146,8 +148,13 @@ async def _run_one(
 
 def runs_scenario(targets: Sequence[Target], scenario: str) -> list[Target]:
     """The targets that run ``scenario``: a cluster runs no idle-connection scenario
-    (memory per connection is a property of one node, measured on the one-node target)."""
-    return [t for t in targets if scenario != "idle" or not t.name.startswith("cluster")]
+    (memory per connection is a property of one node, measured on the one-node target),
+    nor does an SSE target (an idle connection is a WebSocket that only said hello)."""
+    return [t for t in targets if scenario != "idle" or _runs_idle(t)]
+
+
+def _runs_idle(target: Target) -> bool:
+    return not target.name.startswith("cluster") and transport_of(target) == "websocket"
 
 
 def machine_info() -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """The scenarios: fan-out to N subscribers of one room (fixed rate or full speed), and N
 idle connections. Each runs against one started target with the worker pool.
 
-A target may be several processes (a cluster: nodes and redis-server); the server CPU,
-RSS and run-queue wait of a fan-out are then their sums, and each one's CPU is reported
-too (``process_cpu_percent``).
+Subscribers read over the target's transport (WebSocket, or SSE: ``GET /sse?rooms=``);
+the publisher always uses WebSocket. A target may be several processes (a cluster:
+nodes and redis-server); the server CPU, RSS and run-queue wait of a fan-out are then
+their sums, and each one's CPU is reported too (``process_cpu_percent``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from roomcast.bench.procstat import (
     run_queue_seconds,
 )
 from roomcast.bench.publisher import Publisher
-from roomcast.bench.targets import Target
+from roomcast.bench.sseclient import sse_url
+from roomcast.bench.targets import Target, transport_of
 from roomcast.bench.worker import url_with_name
 
 Report = Callable[[str, float, float], None]  # (what is going on, done, total)
@@ -75,6 +77,7 @@ class FanoutResult:
     nodes: int = 1  # roomcast nodes serving the room
     placement: str = ""  # cluster: "remote" (no subscriber on the publisher's node), "spread"
     process_cpu_percent: dict[str, float] = field(default_factory=dict)  # each server process
+    transport: str = "websocket"  # how the subscribers read: "websocket" or "sse"
 
 
 @dataclass
@@ -132,7 +135,7 @@ async def run_fanout(
     url = target.ws_url
     pool.reset_progress(0)
     report("connecting subscribers", 0, 1)
-    await pool.spread(counts, "subscribe", target.subscriber_urls, room)
+    await pool.spread(counts, "subscribe", subscriber_urls(target, room), room)
     publisher = Publisher(url_with_name(url, "publisher"), room)
     await publisher.connect()
     try:
@@ -150,6 +153,14 @@ async def run_fanout(
     if not quiet:
         result.notes.append(f"the server was still busy {QUIET_LIMIT:g} s after the joins")
     return result
+
+
+def subscriber_urls(target: Target, room: str) -> list[str]:
+    """Where the subscribers connect: the target's WebSocket URLs, or the SSE stream of
+    ``room`` on the same servers."""
+    if transport_of(target) == "sse":
+        return [sse_url(url, room) for url in target.subscriber_urls]
+    return target.subscriber_urls
 
 
 async def _publish(
@@ -264,6 +275,7 @@ def _fanout_result(
         notes=publisher.errors[:3],
         nodes=int(getattr(target, "nodes", 1)),
         placement=str(getattr(target, "placement", "")),
+        transport=transport_of(target),
         process_cpu_percent={
             name: (sum(end.server_cpu[name]) - sum(before)) / seconds * 100
             for name, before in start.server_cpu.items()

@@ -1,5 +1,9 @@
 """The servers under test: roomcast, the Node.js ws baseline, or one already running.
 
+A target's ``transport`` (``websocket`` unless it says otherwise) is how its subscribers
+read the room: ``sse`` targets are read over ``GET /sse`` (the publisher always uses
+WebSocket), so that the same server can be measured over both, in the same run.
+
 (A cluster of roomcast nodes sharing a Redis broker is in :mod:`roomcast.bench.cluster`.)
 """
 
@@ -59,12 +63,28 @@ class Target(Protocol):
     def stop(self) -> None: ...
 
 
+TRANSPORTS = ("websocket", "sse")
+
+
+def transport_of(target: object) -> str:
+    """How the subscribers of ``target`` read the room: "websocket" or "sse"."""
+    return str(getattr(target, "transport", "websocket"))
+
+
+def transport_name(name: str, transport: str) -> str:
+    """A target's name: ``name`` over WebSocket, ``name-sse`` over SSE."""
+    return name if transport == "websocket" else f"{name}-{transport}"
+
+
 class RoomcastTarget:
-    """``roomcast serve`` with memory history, no publish limit and a large --max-buffer."""
+    """``roomcast serve`` with memory history, no publish limit and a large --max-buffer;
+    its subscribers read over ``transport`` (the target is named ``roomcast-sse`` for SSE)."""
 
-    name = "roomcast"
-
-    def __init__(self, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, extra_args: tuple[str, ...] = (), transport: str = "websocket") -> None:
+        if transport not in TRANSPORTS:
+            raise BenchError(f"transport must be one of {TRANSPORTS}, not {transport!r}")
+        self.transport = transport
+        self.name = transport_name("roomcast", transport)
         self.args = [*ROOMCAST_ARGS, *extra_args]
         self._server: ServerProcess | None = None
 
@@ -174,8 +194,13 @@ class NodeTarget:
 class UrlTarget:
     """A server someone else started; ``pid`` (if given) is measured."""
 
-    def __init__(self, url: str, pid: int | None, name: str = "url") -> None:
-        self.name = name
+    def __init__(
+        self, url: str, pid: int | None, name: str = "url", transport: str = "websocket"
+    ) -> None:
+        if transport not in TRANSPORTS:
+            raise BenchError(f"transport must be one of {TRANSPORTS}, not {transport!r}")
+        self.transport = transport
+        self.name = transport_name(name, transport)
         self._url = url
         self._pid = pid
 

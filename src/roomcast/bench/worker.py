@@ -18,12 +18,20 @@ from typing import Any
 
 from roomcast.bench.accounting import Tally, sketch, tally
 from roomcast.bench.procstat import raise_nofile
-from roomcast.bench.wsclient import Recorder, Subscriber, WsProtocol, open_connection
+from roomcast.bench.sseclient import SseSubscriber
+from roomcast.bench.wsclient import (
+    ClientProtocol,
+    Recorder,
+    Subscriber,
+    WsProtocol,
+    open_connection,
+)
 
 TICK = 0.005
 CONNECT_CONCURRENCY = 64
 
 Reply = tuple[Any, ...]
+AnySubscriber = Subscriber | SseSubscriber
 
 
 class Worker:
@@ -39,7 +47,7 @@ class Worker:
         self.delivered = delivered
         self.progress = progress
         self.recorder = Recorder()
-        self.subscribers: list[Subscriber] = []
+        self.subscribers: list[AnySubscriber] = []
         self.idle: list[WsProtocol] = []
         self._ticker: asyncio.Task[None] | None = None
         self._pacer: asyncio.Task[None] | None = None
@@ -74,16 +82,18 @@ class Worker:
         self.conn.send(reply)
 
     async def subscribe(self, urls: list[str], room: str, count: int, prefix: str) -> Reply:
-        """Connect ``count`` subscribers, each joined to ``room``, to ``urls`` round robin."""
+        """Connect ``count`` subscribers, each joined to ``room``, to ``urls`` round robin:
+        WebSockets (ws://) that join it, or SSE streams (http://…/sse?rooms=...) of it."""
         limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
         async def one(number: int) -> None:
             named = url_with_name(urls[number % len(urls)], f"{prefix}{number}")
-            subscriber = Subscriber(named, self.recorder)
+            subscriber = _subscriber(named, self.recorder)
             async with limit:
                 await open_connection(named, subscriber)
                 self.subscribers.append(subscriber)
-                subscriber.join(room)
+                if isinstance(subscriber, Subscriber):
+                    subscriber.join(room)
                 async with asyncio.timeout(30):
                     await subscriber.joined
 
@@ -154,7 +164,7 @@ class Worker:
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
-        connections: list[WsProtocol] = [*self.subscribers, *self.idle]
+        connections: list[ClientProtocol] = [*self.subscribers, *self.idle]
         for connection in connections:
             connection.close()
         with contextlib.suppress(TimeoutError):
@@ -166,7 +176,13 @@ class Worker:
         return ("closed", len(connections))
 
 
-def _next(subscriber: Subscriber) -> int:
+def _subscriber(url: str, recorder: Recorder) -> AnySubscriber:
+    if url.startswith(("http://", "https://")):
+        return SseSubscriber(url, recorder)
+    return Subscriber(url, recorder)
+
+
+def _next(subscriber: AnySubscriber) -> int:
     return subscriber.next
 
 
