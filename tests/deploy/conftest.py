@@ -8,6 +8,7 @@ The nodes, Redis and each proxy are started once for all the tests of this direc
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import aiohttp
@@ -23,26 +24,54 @@ L7_KINDS = ("nginx", "haproxy-http")
 
 
 @pytest.fixture(scope="package")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerProcess]]:
-    """Two nodes on one Redis (never the machine's own on 6379), with the same
-    ``--secret`` (a session token from one node is good on the other) and API key."""
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """A Redis of the tests' own on a free port (never the machine's own on 6379)."""
     if find_binary("redis-server") is None:
         pytest.skip("needs redis-server")
-    redis = RedisProcess(tmp_path_factory.mktemp("redis")).start()
-    nodes: list[ServerProcess] = []
+    server = RedisProcess(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+def start_nodes(redis: RedisProcess) -> list[ServerProcess]:
+    """node1 and node2 on ``redis``, with the same ``--secret`` (a session token from
+    one node is good on the other) and API key, started side by side."""
+    nodes = []
+    for name in NODES:
+        args = [
+            "--broker", redis.url, "--node-id", name, "--secret", SECRET,
+            "--api-key", API_KEY, "--publish-rate", "0",
+            "--heartbeat", f"{HEARTBEAT:g}", "--poll-timeout", f"{POLL_TIMEOUT:g}",
+        ]  # fmt: skip
+        nodes.append(ServerProcess(args))
+    with ThreadPoolExecutor(len(nodes)) as pool:
+        starting = [pool.submit(node.start, 30) for node in nodes]
     try:
-        for name in NODES:
-            args = [
-                "--broker", redis.url, "--node-id", name, "--secret", SECRET,
-                "--api-key", API_KEY, "--publish-rate", "0",
-                "--heartbeat", f"{HEARTBEAT:g}", "--poll-timeout", f"{POLL_TIMEOUT:g}",
-            ]  # fmt: skip
-            nodes.append(ServerProcess(args).start(timeout=30))
-        yield nodes
-    finally:
+        for future in starting:
+            future.result()
+    except BaseException:
         for node in nodes:
             node.close()
-        redis.stop()
+        raise
+    return nodes
+
+
+@pytest.fixture(scope="package")
+def cluster(redis: RedisProcess) -> Iterator[list[ServerProcess]]:
+    """The two nodes behind the proxies of most tests."""
+    nodes = start_nodes(redis)
+    yield nodes
+    for node in nodes:
+        node.close()
+
+
+@pytest.fixture(scope="package")
+def spare_cluster(redis: RedisProcess) -> Iterator[list[ServerProcess]]:
+    """Two more nodes, for tests that stop one (and start it again)."""
+    nodes = start_nodes(redis)
+    yield nodes
+    for node in nodes:
+        node.close()
 
 
 def start_proxy(kind: str, directory: Path, cluster: list[ServerProcess]) -> Proxied:

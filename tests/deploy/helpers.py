@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
+from conftest import WsClient
 
 from roomcast.testing_proxy import ProxyProcess
 
@@ -21,6 +23,7 @@ POLL_TIMEOUT: Final = 10.0  # the nodes' --poll-timeout: above IDLE_TIMEOUT on p
 POLL_WAIT: Final = "1"  # what the tests' polls ask for (?timeout=): below IDLE_TIMEOUT
 NODES: Final = ("node1", "node2")
 PRESENCE: Final = frozenset({"joined", "left"})
+Connect = Callable[..., Any]  # the ws_connect fixture: websockets, returns a WsClient
 
 
 @dataclass(frozen=True)
@@ -159,3 +162,54 @@ async def started(stream: SseStream, room: str) -> tuple[dict[str, Any], str]:
         "ok", {"type": "ok", "room": room, "epoch": epoch, "offset": 0}, f"{room}~{epoch}~0"
     )  # fmt: skip
     return welcome.data, epoch
+
+
+@dataclass
+class Peer:
+    client: WsClient
+    user: str
+
+    @property
+    def member(self) -> dict[str, str]:
+        return {"session": self.client.welcome["session"], "user": self.user}
+
+
+async def on_both_nodes(proxy: Proxied, ws_connect: Connect) -> dict[str, Peer]:
+    """Connect through the proxy until there is a client on each node (round robin
+    alternates, so two connections are usually enough); {node: peer}."""
+    peers: dict[str, Peer] = {}
+    for n in range(6):
+        client: WsClient = await ws_connect(f"{proxy.ws_url}?name=user{n}", proxy=None)
+        assert client.ws.response is not None
+        assert client.ws.response.status_code == 101  # the upgrade went through
+        assert client.welcome["heartbeat"] == 1
+        peers.setdefault(client.welcome["node"], Peer(client, f"user{n}"))
+        if len(peers) == len(NODES):
+            return peers
+    raise AssertionError(f"six connections through {proxy.kind} all landed on {set(peers)}")
+
+
+async def publish(sender: WsClient, room: str, data: Any, command_id: int) -> tuple[Any, Any]:
+    """Publish; the sender's ``ok`` and its own copy of the message (either may come
+    first)."""
+    await sender.send(type="publish", room=room, data=data, id=command_id)
+    ok = message = None
+    while ok is None or message is None:
+        frame = await sender.recv(10)
+        if frame["type"] == "ok" and frame.get("id") == command_id:
+            ok = frame
+        elif frame["type"] == "message":
+            message = frame
+        else:
+            assert frame["type"] in {"joined", "left"}, frame
+    return ok, message
+
+
+async def next_message(client: WsClient) -> dict[str, Any]:
+    """The next ``message``, past presence events: a ``joined`` published by one node just
+    before a client of another node joined may reach that client just after."""
+    while True:
+        frame = await client.recv(10)
+        if frame["type"] == "message":
+            return frame
+        assert frame["type"] in {"joined", "left"}, frame
