@@ -2,12 +2,13 @@
 
 Like :mod:`roomcast.bench.wsclient` for WebSocket: one ``GET /sse?rooms=R`` over
 HTTP/1.1, the response's head checked (200, ``text/event-stream``), the chunked body
-taken apart chunk by chunk (a few slices per read, nothing per event), and the
+taken apart chunk by chunk (a few slices per chunk, nothing per event), and the
 ``message`` events found by one regular expression over the event stream. An event is
-seen only whole: ``event: message``, a ``data:`` line holding
-``"offset":N,"data":{"t":T,"seq":`` and an ``id:`` line (the cursor) that ends with the
-same offset N. An event the expression does not see counts as lost, never as
-delivered, so the shortcut can hide nothing.
+seen only whole: ``event: message``, a ``data:`` line holding roomcast's message JSON
+(``{"type":"message","room":..,"epoch":..,"offset":N,"data":{"t":T,"seq":``, its fields
+in roomcast's order) and an ``id:`` line (the cursor) that ends with the same offset N.
+An event the expression does not see counts as lost, never as delivered, so the
+shortcut can hide nothing.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from roomcast.bench.wsclient import ClientProtocol, OffsetRuns, Recorder
 
 _EVENT: Final = re.compile(
-    rb"event: message\ndata: [^\n]*?\"offset\":(\d+),\"data\":\{\"t\":(\d+),\"seq\":"
-    rb"[^\n]*\nid: [^\n]*~\1\n\n"
-)
+    rb'event: message\ndata: \{"type":"message","room":"[^"]*","epoch":"[^"]*",'
+    rb'"offset":(\d+),"data":\{"t":(\d+),"seq":[^\n]*\nid: [^\n]*~\1\n\n'
+)  # roomcast's field order, as on WebSocket; naming the fields keeps the regex fast
 _OK: Final = b"event: ok\n"
 _END: Final = b"\n\n"  # every event and comment ends with an empty line
 _CARRY: Final = 16384  # longer than any event; what a read leaves of an unfinished one
@@ -38,7 +39,11 @@ def sse_url(ws_url: str, room: str) -> str:
 
 
 class Dechunker:
-    """The body of a ``Transfer-Encoding: chunked`` response, from its bytes as they come."""
+    """The body of a ``Transfer-Encoding: chunked`` response, from its bytes as they come.
+
+    A chunk that arrived whole costs a find, an int and two slices; one cut by the end of
+    a read is taken in parts. A wrong chunk size shows as a size line that is no number
+    (ValueError)."""
 
     __slots__ = ("_head", "_left", "_skip", "ended")
 
@@ -52,38 +57,51 @@ class Dechunker:
         if self._head:
             data, self._head = self._head + data, b""
         parts: list[bytes] = []
-        position, end = 0, len(data)
+        position = self._rest(data, parts, 0) if self._left or self._skip else 0
+        end = len(data)
         while position < end and not self.ended:
-            if self._left:
-                take = min(self._left, end - position)
-                parts.append(data[position : position + take])
-                position += take
-                self._left -= take
-                self._skip = 0 if self._left else 2
-            elif self._skip:
-                take = min(self._skip, end - position)
-                position += take
-                self._skip -= take
+            eol = data.find(b"\r\n", position)
+            if eol < 0:
+                self._keep_head(data[position:])
+                break
+            size = _chunk_size(data[position:eol])
+            start = eol + 2
+            stop = start + size
+            if not size:
+                self.ended = True
+            elif stop + 2 <= end:  # the whole chunk is here
+                parts.append(data[start:stop])
+                position = stop + 2
             else:
-                position = self._size_line(data, position)
-                if position < 0:
-                    break
+                self._left, self._skip = size, 2
+                position = self._rest(data, parts, start)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def _size_line(self, data: bytes, position: int) -> int:
-        """Read the chunk-size line at ``position``; where the chunk's data starts (-1: the
-        line is not complete yet)."""
-        eol = data.find(b"\r\n", position)
-        if eol < 0:
-            if len(data) - position > 1024:
-                raise ValueError("chunked body: no chunk-size line")
-            self._head = data[position:]
-            return -1
-        size = int(data[position:eol].split(b";", 1)[0], 16)  # ValueError: not chunked
-        if size == 0:
-            self.ended = True
-        self._left = size
-        return eol + 2
+    def _rest(self, data: bytes, parts: list[bytes], position: int) -> int:
+        """Take what ``data`` holds of the current chunk from ``position``: its data,
+        then its CRLF; where that ends."""
+        take = min(self._left, len(data) - position)
+        if take:
+            parts.append(data[position : position + take])
+            position += take
+            self._left -= take
+        if not self._left:
+            skip = min(self._skip, len(data) - position)
+            position += skip
+            self._skip -= skip
+        return position
+
+    def _keep_head(self, line: bytes) -> None:
+        if len(line) > 1024:
+            raise ValueError("chunked body: no chunk-size line")
+        self._head = line
+
+
+def _chunk_size(line: bytes) -> int:
+    try:
+        return int(line, 16)
+    except ValueError:  # chunk extensions (";name=value") or not a chunk size at all
+        return int(line.split(b";", 1)[0], 16)
 
 
 class SseProtocol(ClientProtocol):
