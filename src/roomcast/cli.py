@@ -21,7 +21,8 @@ SERVE_OPTIONS: list[tuple[str, dict[str, Any]]] = [
         {
             "default": "memory://",
             "show_default": True,
-            "help": "memory:// (one node) or redis://HOST:PORT/DB (a cluster).",
+            "help": "memory:// (one node); a cluster of nodes through redis://HOST:PORT/DB, "
+            "a Redis Cluster (redis+cluster://HOST:PORT[,HOST:PORT...]) or nats://HOST:PORT.",
         },
     ),
     (
@@ -29,7 +30,8 @@ SERVE_OPTIONS: list[tuple[str, dict[str, Any]]] = [
         {
             "default": False,
             "show_default": True,
-            "help": "Use Redis 7 sharded pub/sub (SSUBSCRIBE/SPUBLISH), for Redis Cluster.",
+            "help": "Use Redis 7 sharded pub/sub (SSUBSCRIBE/SPUBLISH) with redis:// (always "
+            "on with redis+cluster://).",
         },
     ),
     (

@@ -2,7 +2,8 @@
 
 The backend is chosen by the URL scheme of ``--broker``: ``memory://`` (one node, history
 in SQLite or memory), ``redis://`` and ``rediss://`` (a cluster of nodes sharing Redis),
-``nats://`` (a cluster of nodes sharing NATS with JetStream).
+``redis+cluster://`` and ``rediss+cluster://`` (sharing a Redis Cluster), ``nats://`` (a
+cluster of nodes sharing NATS with JetStream).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def create_broker(settings: Settings) -> Broker:
         from roomcast.history import create_store
 
         return MemoryBroker(create_store(settings))
-    if scheme in {"redis", "rediss"}:
+    if scheme in {"redis", "rediss", "redis+cluster", "rediss+cluster"}:
         from roomcast.brokers.redis import RedisBroker
 
         return RedisBroker(
@@ -34,8 +35,8 @@ def create_broker(settings: Settings) -> Broker:
 
         return NatsBroker.from_settings(settings)
     raise ConfigError(
-        f"unknown broker {settings.broker!r}: use memory://, redis://HOST:PORT/DB or "
-        "nats://HOST:PORT"
+        f"unknown broker {settings.broker!r}: use memory://, redis://HOST:PORT/DB, "
+        "redis+cluster://HOST:PORT[,HOST:PORT...] or nats://HOST:PORT"
     )
 
 

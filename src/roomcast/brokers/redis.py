@@ -16,6 +16,16 @@ pipeline. Publications reach the node only through pub/sub (the publisher's own 
 included), so each room's messages arrive in offset order; after a pub/sub reconnect the
 broker reads every subscribed room's history from the last offset it delivered, so a
 gap in pub/sub is filled before anything newer is delivered.
+
+With a ``redis+cluster://`` URL the broker talks to a Redis Cluster: sharded pub/sub is
+always used (``SPUBLISH`` runs on the master owning the room's slot), each master's
+publishes go in a pipeline of their own, so a dead master fails only its own rooms'
+publishes, and pub/sub is a link per master (:mod:`roomcast.brokers.redis_shards`).
+Scripts run with ``EVAL`` there: a restarted master has lost its script cache, and
+loading a script into every master would fail while one of them is down.
+
+No publish is ever retried automatically (:mod:`roomcast.brokers.redis_client`): one
+whose reply was lost may have been stored, and running it again would store it twice.
 """
 
 from __future__ import annotations
@@ -27,14 +37,11 @@ import random
 import secrets
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-from redis import asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 
 from roomcast.brokers.base import (
     Broker,
@@ -46,7 +53,19 @@ from roomcast.brokers.base import (
     Position,
     Publication,
 )
+from roomcast.brokers.redis_client import (
+    REDIS_ERRORS,
+    Client,
+    ClusterURL,
+    by_shard,
+    connect,
+    gate_for,
+    is_cluster,
+)
 from roomcast.exceptions import BrokerError
+
+if TYPE_CHECKING:
+    from roomcast.brokers.redis_shards import ShardLinks
 
 log = logging.getLogger("roomcast.broker.redis")
 
@@ -76,20 +95,6 @@ PUBSUB_PING = 1.0  # seconds of a quiet pub/sub link before it is pinged
 PUBSUB_DEAD = 3.0  # seconds without anything from Redis before the link is given up
 RECONNECT_BASE = 0.1
 MAX_BATCH = 512  # publications delivered at once from pub/sub
-POOL_SIZE = 64  # connections per node; more commands at once wait for a free one
-
-
-def connect(url: str) -> aioredis.Redis:
-    """A client whose pool waits (up to the command timeout) when all connections are busy,
-    as in a reconnect storm, instead of failing at once. No automatic retries: a publish
-    whose reply was lost may have run, and running it again would store it twice."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=POOL_SIZE, timeout=5, socket_connect_timeout=2, socket_timeout=5,
-        retry=Retry(NoBackoff(), 0),
-    )  # fmt: skip
-    return aioredis.Redis(connection_pool=pool)
-
-
 RECONNECT_CAP = 5.0
 _json = msgspec.json.Encoder()
 
@@ -117,10 +122,12 @@ class RedisBroker(Broker):
         self.url = url
         self.history_size = history_size
         self.history_ttl = history_ttl
-        self.sharded = sharded
+        self.cluster = is_cluster(url)
+        self.sharded = sharded or self.cluster  # a cluster routes SPUBLISH by hash slot
         self.prefix = prefix
         self.available = False
-        self._redis = connect(url)
+        self._redis: Client = connect(url)
+        self._gate = gate_for(self._redis)  # a cluster client's pools do not wait
         self._publish_script = self._redis.register_script(PUBLISH_SCRIPT)
         self._position_script = self._redis.register_script(POSITION_SCRIPT)
         self._deliver: Deliver | None = None
@@ -131,6 +138,11 @@ class RedisBroker(Broker):
         self._commits = GroupCommit(self._commit)
         self._closed = False
         self._connected = asyncio.Event()
+        self._shards: ShardLinks | None = None
+        if isinstance(self._redis, RedisCluster):
+            from roomcast.brokers.redis_shards import ShardLinks
+
+            self._shards = ShardLinks(self, self._redis, ClusterURL.parse(url))
 
     # -- keys ----------------------------------------------------------------------------
 
@@ -149,7 +161,8 @@ class RedisBroker(Broker):
     async def connect(self, deliver: Deliver) -> None:
         """Start; does not wait for Redis: the node retries until it answers."""
         self._deliver = deliver
-        self._listener = asyncio.get_running_loop().create_task(self._listen())
+        listen = self._listen() if self._shards is None else self._shards.run()
+        self._listener = asyncio.get_running_loop().create_task(listen)
 
     async def wait_connected(self, timeout: float) -> bool:
         try:
@@ -164,8 +177,9 @@ class RedisBroker(Broker):
     async def broadcast(self, room: str, payload: bytes, exclude: str) -> None:
         command = self._redis.spublish if self.sharded else self._redis.publish
         try:
-            await command(self._channel(room), b"e\n" + exclude.encode() + b"\n" + payload)
-        except (RedisError, OSError) as exc:
+            async with self._gate:
+                await command(self._channel(room), b"e\n" + exclude.encode() + b"\n" + payload)
+        except REDIS_ERRORS as exc:
             raise BrokerError(f"event not sent: {exc}") from exc
 
     async def close(self) -> None:
@@ -185,11 +199,13 @@ class RedisBroker(Broker):
         """Subscribe, then note the room's position: a reconnect catches up from there."""
         self._rooms.setdefault(room, -1)
         pubsub = self._pubsub
-        if pubsub is not None:
-            try:
+        try:
+            if self._shards is not None:
+                await self._shards.subscribe(room)
+            elif pubsub is not None:
                 await self._sub(pubsub, [room])
-            except (RedisError, OSError) as exc:
-                raise BrokerError(f"cannot subscribe: {exc}") from exc
+        except REDIS_ERRORS as exc:
+            raise BrokerError(f"cannot subscribe: {exc}") from exc
         position = (await self.read(room, limit=0)).position
         if self._rooms.get(room) == -1:
             self._rooms[room] = position.offset
@@ -197,9 +213,11 @@ class RedisBroker(Broker):
 
     async def unsubscribe(self, room: str) -> None:
         self._rooms.pop(room, None)
+        if self._shards is not None:
+            await self._shards.unsubscribe(room)
         pubsub = self._pubsub
         if pubsub is not None:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*REDIS_ERRORS):
                 if self.sharded:
                     await pubsub.sunsubscribe(self._channel(room))
                 else:
@@ -226,7 +244,7 @@ class RedisBroker(Broker):
                 await self._read_pubsub()
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError, TimeoutError, BrokerError) as exc:
+            except (*REDIS_ERRORS, BrokerError) as exc:
                 if self.available or attempt == 0:
                     log.warning("redis %s unreachable: %s; retrying", self.url, exc)
                 self._set_available(False)
@@ -327,19 +345,32 @@ class RedisBroker(Broker):
         return self._commits.submit(draft)
 
     async def _commit(self, batch: list[Pending]) -> None:
+        if self._shards is None:
+            await self._commit_group(batch)
+            return
+        # A Redis Cluster: each master's share in a pipeline of its own, all at once, so a
+        # dead or silent master fails its own rooms' publishes only. A pipeline that
+        # failed is never sent again, not even in part (it may have been stored).
+        groups = by_shard(self._redis, batch, lambda pending: self._key(pending[0].room, "meta"))
+        await asyncio.gather(*(self._commit_group(group) for group in groups))
+
+    async def _commit_group(self, batch: list[Pending]) -> None:
         command = "SPUBLISH" if self.sharded else "PUBLISH"
         ttl_ms = int(self.history_ttl * 1000)
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
+            async with self._gate, self._redis.pipeline(transaction=False) as pipe:
                 for draft, _ in batch:
                     head, tail = message_parts(draft)
                     keys = [self._key(draft.room, "meta"), self._key(draft.room, "log"),
                             self._channel(draft.room)]  # fmt: skip
                     args: list[Any] = [secrets.token_hex(4), head, tail, self.history_size,
                                        draft.ts, ttl_ms, command]  # fmt: skip
-                    await self._publish_script(keys=keys, args=args, client=pipe)
+                    if isinstance(pipe, ClusterPipeline):
+                        pipe.execute_command("EVAL", PUBLISH_SCRIPT, len(keys), *keys, *args)
+                    else:
+                        await self._publish_script(keys=keys, args=args, client=pipe)
                 results = await pipe.execute(raise_on_error=False)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             _fail(batch, BrokerError(f"not stored: {exc}"))
             return
         for (draft, future), result in zip(batch, results, strict=True):
@@ -359,22 +390,29 @@ class RedisBroker(Broker):
         self, room: str, *, after: int | None = None, before: int | None = None, limit: int
     ) -> Page:
         try:
-            epoch_raw, top_raw = await self._position_script(
-                keys=[self._key(room, "meta")], args=[secrets.token_hex(4)]
-            )
-            position = Position(epoch_raw.decode(), int(top_raw))
-            if limit <= 0:
-                return Page(position, [])
-            log_key = self._key(room, "log")
-            rows: Any
-            if after is not None:
-                rows = await self._redis.xrange(log_key, f"({after}-1", "+", count=limit)
-            else:
-                end = f"({before}-1" if before is not None else "+"
-                newest: Any = await self._redis.xrevrange(log_key, end, "-", count=limit)
-                rows = list(reversed(newest))
-        except (RedisError, OSError) as exc:
+            async with self._gate:
+                return await self._read(room, after, before, limit)
+        except REDIS_ERRORS as exc:
             raise BrokerError(f"history unavailable: {exc}") from exc
+
+    async def _read(self, room: str, after: int | None, before: int | None, limit: int) -> Page:
+        meta, token = self._key(room, "meta"), secrets.token_hex(4)
+        if self.cluster:
+            raw: Any = await self._redis.execute_command("EVAL", POSITION_SCRIPT, 1, meta, token)
+        else:
+            raw = await self._position_script(keys=[meta], args=[token])
+        epoch_raw, top_raw = raw
+        position = Position(epoch_raw.decode(), int(top_raw))
+        if limit <= 0:
+            return Page(position, [])
+        log_key = self._key(room, "log")
+        rows: Any
+        if after is not None:
+            rows = await self._redis.xrange(log_key, f"({after}-1", "+", count=limit)
+        else:
+            end = f"({before}-1" if before is not None else "+"
+            newest: Any = await self._redis.xrevrange(log_key, end, "-", count=limit)
+            rows = list(reversed(newest))
         oldest = int(time.time() * 1000 - self.history_ttl * 1000) if self.history_ttl else 0
         entries: list[tuple[int, bytes]] = [
             (int(entry_id.split(b"-")[0]), fields[b"p"])

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 def create_presence(settings: Settings, hub: Hub) -> PresenceStore:
     scheme = settings.broker.split("://", 1)[0]
-    if scheme in {"redis", "rediss"}:
+    if scheme in {"redis", "rediss", "redis+cluster", "rediss+cluster"}:
         from roomcast.presence.redis import RedisPresence
 
         return RedisPresence(settings.broker, ttl=settings.presence_ttl)
