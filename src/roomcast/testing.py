@@ -15,6 +15,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -28,6 +29,9 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+
+import redis
+from redis.crc import key_slot
 
 from roomcast.transports.base import FakeTransport
 
@@ -206,6 +210,178 @@ class RedisProcess:
     def restart(self) -> RedisProcess:
         self.stop()
         return self.start()
+
+
+class RedisClusterProcess:
+    """A Redis Cluster of the test's own: ``masters`` ``redis-server`` processes in
+    cluster mode (and ``replicas`` replicas of each), each on a free port with its cluster
+    bus on another free port (``--cluster-port``), append-only file on (``appendfsync
+    always``) and ``cluster-require-full-coverage no`` (a dead master takes only its own
+    slots down).
+
+        cluster = RedisClusterProcess(tmp_path / "cluster").start()
+        cluster.url          # redis+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3
+        cluster.stop(1, signal.SIGKILL)   # one master dies...
+        cluster.start(1)                  # ...and comes back with its slots
+
+    A master restarts on the same port with the same node config file, so it keeps its
+    id and its slots. Never touches a Redis on the default port 6379."""
+
+    def __init__(
+        self, directory: Path, masters: int = 3, replicas: int = 0, *, node_timeout_ms: int = 2000
+    ) -> None:
+        self.directory = directory
+        self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms
+        self.ports: list[int] = []  # every node; the first ``masters`` start as masters
+        self.bus_ports: list[int] = []
+        while len(self.ports) < masters * (1 + replicas):
+            port, bus = free_port(), free_port()
+            taken = {6379, 16379, *self.ports, *self.bus_ports}
+            if port != bus and not {port, bus} & taken:
+                self.ports.append(port)
+                self.bus_ports.append(bus)
+        self.processes: list[subprocess.Popen[bytes] | None] = [None] * len(self.ports)
+        self.created = False
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+    def masters(self) -> list[int]:
+        """The indexes (in ``ports``) of the masters serving slots now."""
+        return sorted({index for _, _, index in self.slot_map()})
+
+    def start(self, shard: int | None = None, timeout: float = 30.0) -> RedisClusterProcess:
+        """Start every master (or only ``shard``, an index in ``ports``), create the
+        cluster the first time, and wait until every running master says
+        ``cluster_state:ok``."""
+        binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if binary is None or cli is None:
+            raise RuntimeError("redis-server and redis-cli are needed")
+        deadline = time.monotonic() + timeout
+        for index in range(len(self.ports)) if shard is None else [shard]:
+            if self.processes[index] is None:
+                self._start_one(binary, index, deadline)
+        if not self.created:
+            nodes = [f"127.0.0.1:{port}" for port in self.ports]
+            subprocess.run(
+                [cli, "--cluster", "create", *nodes, "--cluster-replicas", str(self.replicas),
+                 "--cluster-yes"],
+                check=True, capture_output=True, timeout=max(1.0, deadline - time.monotonic()),
+            )  # fmt: skip
+            self.created = True
+        self.wait_ok(deadline - time.monotonic())
+        return self
+
+    def _start_one(self, binary: str, index: int, deadline: float) -> None:
+        port = self.ports[index]
+        directory = self.directory / str(port)
+        directory.mkdir(parents=True, exist_ok=True)
+        command = [
+            binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+            "--cluster-enabled", "yes", "--cluster-config-file", str(directory / "nodes.conf"),
+            "--cluster-port", str(self.bus_ports[index]),
+            "--cluster-node-timeout", str(self.node_timeout_ms),
+            "--cluster-require-full-coverage", "no",
+            "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+            "--daemonize", "no", "--logfile", str(directory / "redis.log"),
+        ]  # fmt: skip
+        self.processes[index] = subprocess.Popen(command)
+        while self._ask(port, b"PING\r\n") != b"+PONG\r\n":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"redis-server on port {port} did not start")
+            time.sleep(0.05)
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Poll every running node until each says ``cluster_state:ok``, knows all slots
+        served, and (a replica) has synced with its master."""
+        deadline = time.monotonic() + timeout
+        running = [p for p, proc in zip(self.ports, self.processes, strict=True) if proc]
+        while True:
+            infos = [self._ask(port, b"CLUSTER INFO\r\n") for port in running]
+            roles = [self._ask(port, b"INFO replication\r\n") for port in running]
+            ok = all(b"cluster_state:ok" in i and b"cluster_slots_ok:16384" in i for i in infos)
+            if ok and all(b"role:master" in r or b"master_link_status:up" in r for r in roles):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"redis cluster not ok after {timeout}s: {infos} {roles}")
+            time.sleep(0.05)
+
+    def wait_failover(self, dead: int, timeout: float = 30.0) -> None:
+        """After master ``dead`` died: wait until its slots are served by a promoted
+        replica and every running node says ``cluster_state:ok``."""
+        deadline = time.monotonic() + timeout
+        while dead in {index for _, _, index in self.slot_map()}:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no replica took over from port {self.ports[dead]}")
+            time.sleep(0.05)
+        self.wait_ok(deadline - time.monotonic())
+
+    def wait_replicated(self, timeout: float = 10.0) -> None:
+        """Wait until every replica has what its master wrote (a failover loses nothing)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lagging = []
+            for port in (p for p, proc in zip(self.ports, self.processes, strict=True) if proc):
+                info = self._ask(port, b"INFO replication\r\n").decode()
+                fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+                if fields.get("role") != "master":
+                    continue
+                top = fields.get("master_repl_offset")
+                replicas = [v for k, v in fields.items() if re.fullmatch(r"slave\d+", k)]
+                if any(f"offset={top}," not in replica for replica in replicas):
+                    lagging.append(port)
+            if not lagging:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"replicas of {lagging} still behind after {timeout}s")
+            time.sleep(0.05)
+
+    def slot_map(self) -> list[tuple[int, int, int]]:
+        """(first slot, last slot, index in ``ports`` of its master), as the first running
+        node answering ``CLUSTER SLOTS`` says."""
+        for port in (p for p, proc in zip(self.ports, self.processes, strict=True) if proc):
+            with (
+                redis.Redis(port=port, socket_timeout=5) as client,
+                contextlib.suppress(redis.RedisError),
+            ):
+                ranges = client.execute_command("CLUSTER SLOTS")
+                return [(a, b, self.ports.index(int(m[1]))) for a, b, m, *_ in ranges]
+        raise LookupError("no running node answers CLUSTER SLOTS")
+
+    def shard_of(self, key: str) -> int:
+        """The index (in ``ports``) of the master serving ``key``'s hash slot."""
+        slot = key_slot(key.encode())
+        return next(index for first, last, index in self.slot_map() if first <= slot <= last)
+
+    @staticmethod
+    def _ask(port: int, command: bytes) -> bytes:
+        """One inline command, its whole reply (empty if the server does not answer)."""
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), timeout=1) as probe,
+        ):
+            probe.sendall(command)
+            reply = probe.recv(65536)
+            if reply.startswith(b"$"):  # a bulk string: read up to its announced length
+                head, _, body = reply.partition(b"\r\n")
+                while len(body) < int(head[1:]) + 2:
+                    more = probe.recv(65536)
+                    if not more:
+                        break
+                    body += more
+                return body
+            return reply
+        return b""
+
+    def stop(self, shard: int | None = None, sig: int = signal.SIGTERM) -> None:
+        """Stop every master, or only ``shard`` (with ``signal.SIGKILL``: it dies)."""
+        for index in range(len(self.ports)) if shard is None else [shard]:
+            process, self.processes[index] = self.processes[index], None
+            if process is not None:
+                process.send_signal(sig)
+                process.wait(15)
 
 
 class RawWebSocket:
