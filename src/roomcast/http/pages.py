@@ -17,6 +17,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/", index)
+    app.router.add_get("/roomcast.js", client_script)
     app.router.add_static("/static/", STATIC, append_version=False)
 
 
@@ -35,3 +36,17 @@ async def ready(request: web.Request) -> web.Response:
 
 async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def client_script(request: web.Request) -> web.FileResponse:
+    """The browser client (an ES module): ``import * as roomcast from "/roomcast.js"``.
+
+    Module scripts load with CORS, so pages of other origins may import it too (its
+    WebSocket transport works from anywhere; SSE and long polling need the same origin).
+    """
+    headers = {
+        "Content-Type": "text/javascript; charset=utf-8",
+        "Cache-Control": "no-cache",
+        "Access-Control-Allow-Origin": "*",
+    }
+    return web.FileResponse(STATIC / "roomcast.js", headers=headers)
