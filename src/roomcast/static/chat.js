@@ -1,22 +1,24 @@
 // roomcast chat page: a plain ES module, no dependencies, no build step.
 //
-// Speaks protocol v1 (docs/protocol.md) over ws(s)://<this host>/ws?name=<nick>.
+// It talks to the server through the browser client /roomcast.js, which picks the
+// transport (WebSocket; else Server-Sent Events with POST /send; else long polling),
+// reconnects with backoff and resumes every room from its position. `?transport=sse`,
+// `?transport=poll` or `?transport=websocket` in the page's URL forces one; the badge next
+// to the connection status shows the one in use.
 // Every piece of user text reaches the DOM through textContent / text nodes only.
 //
 // Per room the page keeps a cursor (epoch, last offset shown). A message is appended only
 // when it belongs to the room's current epoch and its offset is newer than the last one
 // shown, so replays, history loads and live events can overlap without duplicates. The
-// cursor lives in memory and in sessionStorage: a reconnect (or a reload of the tab)
-// rejoins with "since" and the server replays what was missed.
+// cursor lives in memory and in sessionStorage: a reloaded tab hands it to the client,
+// which rejoins from it and gets what was missed replayed.
+
+import * as roomcast from "/roomcast.js";
 
 const ROOM_RE = /^[A-Za-z0-9_.:@-]{1,128}$/;
 const NICK_MAX = 64;
 const HISTORY_LIMIT = 50;
-const BACKOFF_BASE_MS = 500;
-const BACKOFF_MAX_MS = 15000;
-const KEEPALIVE_MS = 20000;
-const PONG_TIMEOUT_MS = 10000;
-const WELCOME_TIMEOUT_MS = 10000;
+const PRESENCE_REFRESH_MS = 20000; // long polling misses presence events between two polls
 const MAX_SHOWN = 1000; // messages kept in the page per room; older ones are dropped
 const NEAR_BOTTOM_PX = 80;
 const KEYS = {
@@ -25,6 +27,14 @@ const KEYS = {
   active: "roomcast:active",
   cursors: "roomcast:cursors",
 };
+// The badge's text and its tooltip, per transport.
+const TRANSPORTS = {
+  websocket: ["WS", "WebSocket"],
+  sse: ["SSE", "Server-Sent Events and POST /send"],
+  poll: ["Poll", "long polling and POST /send"],
+};
+// Errors that say the connection went away, not that the server refused.
+const QUIET = new Set(["disconnected", "closed", "left"]);
 
 // ---------------------------------------------------------------------------- helpers
 
@@ -34,6 +44,7 @@ const ui = {
   app: $("app"),
   status: $("status"),
   statusText: $("status-text"),
+  transport: $("transport"),
   reconnectNow: $("reconnect-now"),
   me: $("me"),
   meName: $("me-name"),
@@ -147,6 +158,7 @@ class Room {
     this.joined = false; // joined on the current connection
     this.buffer = null; // live messages held back while a history load is in flight
     this.members = new Map(); // session id -> user name
+    this.presenceLog = null; // presence events that came while the member list loads
     this.unread = 0;
     this.log = el("ol", { class: "log", "data-room": name });
     this.item = null;
@@ -170,36 +182,23 @@ class Room {
   }
 }
 
+
 const state = {
   nick: readStore(localStorage, KEYS.nick, null),
-  ws: null,
-  gen: 0, // bumped on every connect/disconnect; stale callbacks compare and bail out
-  connected: false, // the welcome arrived on the current socket
+  rc: null, // the roomcast client, once there is a nickname
+  connected: false, // the client is open
+  everConnected: false,
   session: null,
-  attempt: 0,
-  reconnectTimer: null,
-  reconnectAt: 0,
-  nextId: 1,
-  pending: new Map(), // command id -> {resolve, reject}
-  lastFrameAt: 0,
-  pongTimer: null,
+  transport: null,
   rooms: new Map(),
   active: null,
   cursors: readStore(sessionStorage, KEYS.cursors, {}),
 };
 
-class ServerError extends Error {
-  constructor(frame) {
-    super(frame.message || frame.code || "error");
-    this.code = frame.code;
-  }
-}
-
-class Disconnected extends Error {
-  constructor() {
-    super("disconnected");
-    this.code = "disconnected";
-  }
+/** The transport forced by the page's URL (`?transport=sse`), else "auto". */
+function forcedTransport() {
+  const value = (new URLSearchParams(location.search).get("transport") || "").toLowerCase();
+  return ["websocket", "ws", "sse", "poll"].includes(value) ? value : "auto";
 }
 
 // ---------------------------------------------------------------------------- connection
@@ -212,181 +211,80 @@ function setStatus(kind, text) {
   updateComposer();
 }
 
-function connect() {
-  clearTimeout(state.reconnectTimer);
-  state.reconnectTimer = null;
-  if (!state.nick) return;
-  if (state.ws) return;
-  const gen = ++state.gen;
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const url = `${scheme}//${location.host}/ws?name=${encodeURIComponent(state.nick)}`;
-  setStatus("connecting", state.attempt === 0 ? "Connecting…" : "Reconnecting…");
-  let ws;
-  try {
-    ws = new WebSocket(url);
-  } catch (err) {
-    console.warn("roomcast: cannot open the WebSocket", err);
-    scheduleReconnect();
-    return;
-  }
-  state.ws = ws;
-  setTimeout(() => {
-    if (gen === state.gen && !state.connected) disconnected("no welcome in time");
-  }, WELCOME_TIMEOUT_MS);
-  ws.addEventListener("message", (event) => {
-    if (gen !== state.gen) return;
-    state.lastFrameAt = Date.now();
-    let frame;
-    try {
-      frame = JSON.parse(event.data);
-    } catch {
-      console.warn("roomcast: a frame that is not JSON", event.data);
-      return;
-    }
-    if (frame && typeof frame === "object") handleFrame(frame);
-  });
-  ws.addEventListener("close", (event) => {
-    if (gen !== state.gen) return;
-    disconnected(`closed (${event.code}${event.reason ? ": " + event.reason : ""})`);
-  });
-  // "error" is always followed by "close"; nothing to do here.
+function showTransport(name) {
+  state.transport = name;
+  const label = TRANSPORTS[name];
+  ui.transport.hidden = !label;
+  ui.transport.dataset.transport = name ?? "";
+  ui.transport.textContent = label ? label[0] : "";
+  ui.transport.title = label ? `Connected over ${label[1]}` : "";
 }
 
-/** The current connection is gone (closed, failed or declared dead): clean up, retry. */
-function disconnected(reason, { retry = true } = {}) {
-  const ws = state.ws;
-  if (!ws) return;
-  console.info("roomcast: disconnected:", reason);
-  state.ws = null;
-  state.gen++;
+/** Start a client for the current nickname and join every room, each from its cursor. */
+function connect() {
+  if (!state.nick || state.rc) return;
+  const rc = roomcast.connect(location.origin, { name: state.nick, transport: forcedTransport() });
+  state.rc = rc;
+  // Once a client is replaced (a new nickname), its events are ignored.
+  const on = (event, handler) => rc.on(event, (value) => {
+    if (state.rc === rc) handler(value);
+  });
+  on("transport", ({ transport }) => showTransport(transport));
+  on("connecting", () => setStatus("connecting", state.everConnected ? "Reconnecting…" : "Connecting…"));
+  on("reconnecting", ({ delay }) => {
+    setStatus("reconnecting", navigator.onLine === false ? "No network, waiting…" : "Reconnecting…");
+    ui.status.title = `Next attempt in ${(delay / 1000).toFixed(1)} s`;
+  });
+  on("open", onOpen);
+  on("close", ({ retry }) => connectionLost(retry));
+  on("subscribed", onSubscribed);
+  on("lost", onLost);
+  on("message", onMessage);
+  on("joined", (frame) => onPresenceEvent(frame, true));
+  on("left", (frame) => onPresenceEvent(frame, false));
+  on("error", (err) => console.warn("roomcast:", err));
+  setStatus("connecting", state.everConnected ? "Reconnecting…" : "Connecting…");
+  for (const room of state.rooms.values()) joinRoom(room);
+}
+
+function onOpen({ transport, session, node }) {
+  state.connected = true;
+  state.everConnected = true;
+  state.session = session;
+  showTransport(transport);
+  const via = `over ${TRANSPORTS[transport]?.[1] ?? transport}`;
+  ui.status.title = session ? `Session ${session} on node ${node} ${via}` : `Connected ${via}`;
+  setStatus("connected", "Connected");
+}
+
+/** The connection is gone: nothing is joined until the client is back. */
+function connectionLost(retry) {
   state.connected = false;
-  clearTimeout(state.pongTimer);
-  state.pongTimer = null;
-  try {
-    ws.close(1000);
-  } catch {
-    // already closed
-  }
-  const pending = [...state.pending.values()];
-  state.pending.clear();
-  for (const { reject } of pending) reject(new Disconnected());
+  state.session = null;
   for (const room of state.rooms.values()) {
     room.joined = false;
-    room.buffer = null;
     room.members.clear();
   }
   renderMembers();
-  if (retry) scheduleReconnect();
+  if (retry) setStatus("reconnecting", navigator.onLine === false ? "No network, waiting…" : "Reconnecting…");
   else setStatus("offline", "Offline");
 }
 
-function scheduleReconnect() {
-  clearTimeout(state.reconnectTimer);
-  // full-ish jitter: between half and all of the exponential step, capped
-  const step = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** state.attempt);
-  const delay = Math.round(step / 2 + Math.random() * (step / 2));
-  state.attempt += 1;
-  state.reconnectAt = Date.now() + delay;
-  const offline = navigator.onLine === false;
-  setStatus("reconnecting", offline ? "No network, waiting…" : "Reconnecting…");
-  ui.status.title = `Next attempt in ${(delay / 1000).toFixed(1)} s`;
-  state.reconnectTimer = setTimeout(() => {
-    state.reconnectTimer = null;
-    connect();
-  }, delay);
-}
-
+/** Retry now instead of waiting for the backoff (the button, the network came back). */
 function reconnectNow() {
-  if (state.ws || !state.nick) return;
-  state.attempt = 0;
-  connect();
+  if (state.rc) state.rc.reconnect();
+  else connect();
 }
 
-/** Replace the connection (the nickname changed): no backoff. */
+/** Replace the client (the nickname changed); the new one resumes from the cursors. */
 function reconnectFresh() {
-  if (state.ws) disconnected("nickname changed", { retry: false });
-  state.attempt = 0;
+  const old = state.rc;
+  state.rc = null;
+  if (old) {
+    old.close();
+    connectionLost(false);
+  }
   connect();
-}
-
-function send(frame) {
-  if (!state.ws || !state.connected) return false;
-  state.ws.send(JSON.stringify(frame));
-  return true;
-}
-
-/** Send a command with an id; resolves with its ok, rejects with its error. */
-function request(command) {
-  return new Promise((resolve, reject) => {
-    if (!state.ws || !state.connected) {
-      reject(new Disconnected());
-      return;
-    }
-    const id = state.nextId++;
-    state.pending.set(id, { resolve, reject });
-    send({ ...command, id });
-  });
-}
-
-function handleFrame(frame) {
-  switch (frame.type) {
-    case "welcome":
-      onWelcome(frame);
-      break;
-    case "message":
-      onMessage(frame);
-      break;
-    case "joined":
-      onPresenceEvent(frame, true);
-      break;
-    case "left":
-      onPresenceEvent(frame, false);
-      break;
-    case "ok":
-    case "error":
-    case "pong":
-      onReply(frame);
-      break;
-    default:
-      break; // the protocol grows compatibly: ignore what we do not know
-  }
-}
-
-function onReply(frame) {
-  const waiter = frame.id === undefined || frame.id === null ? null : state.pending.get(frame.id);
-  if (frame.type === "pong" && state.pongTimer !== null) {
-    clearTimeout(state.pongTimer);
-    state.pongTimer = null;
-  }
-  if (!waiter) {
-    if (frame.type === "error") console.warn("roomcast: server error", frame);
-    return;
-  }
-  state.pending.delete(frame.id);
-  if (frame.type === "error") waiter.reject(new ServerError(frame));
-  else waiter.resolve(frame);
-}
-
-function onWelcome(frame) {
-  state.connected = true;
-  state.session = frame.session;
-  state.attempt = 0;
-  ui.status.title = `Session ${frame.session} on node ${frame.node}`;
-  setStatus("connected", "Connected");
-  for (const room of state.rooms.values()) syncRoom(room);
-}
-
-/** The server pings us and the browser answers by itself; this also notices a dead
- * connection from our side (a laptop waking up, a proxy that dropped the socket). */
-function keepalive() {
-  if (!state.connected || state.pongTimer !== null) return;
-  if (Date.now() - state.lastFrameAt < KEEPALIVE_MS) return;
-  if (!send({ type: "ping" })) return;
-  const gen = state.gen;
-  state.pongTimer = setTimeout(() => {
-    state.pongTimer = null;
-    if (gen === state.gen) disconnected("no pong");
-  }, PONG_TIMEOUT_MS);
 }
 
 // ---------------------------------------------------------------------------- rooms
@@ -413,46 +311,55 @@ function saveRooms() {
   writeStore(localStorage, KEYS.rooms, [...state.rooms.keys()]);
 }
 
-/** Join room `room` on the current connection, resuming from its cursor if it has one. */
-async function syncRoom(room) {
-  const gen = state.gen;
+
+/** Join `room` through the client, from the page's cursor if it has one (a reloaded tab). */
+function joinRoom(room) {
   const resume = room.epoch !== null && (room.synced || room.last > 0);
-  const command = { type: "join", room: room.name };
-  if (resume) command.since = { epoch: room.epoch, offset: room.last };
-  let ok;
-  try {
-    ok = await request(command); // replayed messages arrive (and render) before this ok
-  } catch (err) {
-    if (gen === state.gen && state.rooms.get(room.name) === room) {
+  const since = resume ? { epoch: room.epoch, offset: room.last } : null;
+  state.rc.join(room.name, { since }).catch((err) => {
+    if (!QUIET.has(err.code) && state.rooms.get(room.name) === room) {
       addNotice(room, `Could not join: ${err.message}`, "error");
     }
-    return;
-  }
-  if (gen !== state.gen || state.rooms.get(room.name) !== room) return;
+  });
+}
+
+/** `room` is joined on the current connection (again, after a reconnect). */
+function onSubscribed({ room: name, epoch, recovered }) {
+  const room = state.rooms.get(name);
+  if (!room) return;
   room.joined = true;
   updateComposer();
-  loadPresence(room, gen);
-
-  if (resume && ok.recovered === true) {
+  loadPresence(room);
+  if (room.buffer) return; // a history load is in flight: it settles the cursor
+  if (recovered === true) {
+    // Resumed from the cursor: what was missed was replayed before this.
     room.synced = true;
     saveCursor(room);
-    if (!room.backfilled) await backfill(room, gen); // a reloaded tab: show earlier context too
+    if (!room.backfilled) backfill(room); // a reloaded tab: show earlier context too
     return;
   }
-  if (resume) {
-    if (ok.epoch !== room.epoch || ok.offset < room.last) {
-      addNotice(room, "The server lost this room's history; showing its recent messages.", "warn");
-      resetEpoch(room, ok.epoch);
-    } else {
-      addNotice(room, "Some messages could not be recovered; showing the most recent ones.", "warn");
-    }
-  } else if (ok.epoch !== room.epoch) {
+  if (recovered === false) return; // `lost` came first and reloads the room
+  // The first join of this room, without a cursor: show its recent history.
+  if (epoch !== room.epoch) {
     if (room.epoch !== null && room.shownCount > 0) {
       addNotice(room, "The server lost this room's history; showing its recent messages.", "warn");
     }
-    resetEpoch(room, ok.epoch);
+    resetEpoch(room, epoch);
   }
-  await loadRecent(room, gen);
+  loadRecent(room);
+}
+
+/** Messages of `room` after the cursor could not be recovered: say so, show the newest. */
+function onLost({ room: name, epoch, offset }) {
+  const room = state.rooms.get(name);
+  if (!room) return;
+  if (epoch !== room.epoch || offset < room.last) {
+    addNotice(room, "The server lost this room's history; showing its recent messages.", "warn");
+    resetEpoch(room, epoch);
+  } else {
+    addNotice(room, "Some messages could not be recovered; showing the most recent ones.", "warn");
+  }
+  loadRecent(room);
 }
 
 function resetEpoch(room, epoch) {
@@ -463,70 +370,89 @@ function resetEpoch(room, epoch) {
   saveCursor(room);
 }
 
-/** Show the room's recent history, then whatever arrived live meanwhile (deduplicated). */
-async function loadRecent(room, gen) {
+/** Show the room's recent history, then whatever arrived live meanwhile (deduplicated).
+ *  While disconnected the client keeps the request until it is back. */
+async function loadRecent(room) {
+  if (room.buffer) return; // one at a time
   room.buffer = [];
-  let reply = null;
+  room.backfilled = true;
+  let messages = null;
   try {
-    reply = await request({ type: "history", room: room.name, limit: HISTORY_LIMIT });
+    messages = await state.rc.history(room.name, { limit: HISTORY_LIMIT });
   } catch (err) {
-    if (gen !== state.gen) return;
-    addNotice(room, `Could not load history: ${err.message}`, "error");
+    if (!QUIET.has(err.code) && state.rooms.get(room.name) === room) {
+      addNotice(room, `Could not load history: ${err.message}`, "error");
+    }
   }
-  if (gen !== state.gen || state.rooms.get(room.name) !== room) return;
   const buffered = room.buffer || [];
   room.buffer = null;
+  if (state.rooms.get(room.name) !== room) return;
   const stick = isActive(room) && nearBottom();
-  for (const message of reply ? reply.messages : []) appendMessage(room, message);
+  for (const message of messages ?? []) appendMessage(room, message);
   for (const message of buffered) appendMessage(room, message);
-  room.synced = true;
-  room.backfilled = true;
+  if (messages) room.synced = true;
+  else room.backfilled = false; // the next join shows the context instead
   saveCursor(room);
   if (stick) scrollToBottom();
 }
 
 /** Prepend up to HISTORY_LIMIT messages older than the oldest shown (a reloaded tab). */
-async function backfill(room, gen) {
-  const before = room.first ?? room.last + 1;
+async function backfill(room) {
+  const pos = state.rc?.position(room.name);
+  const newest = pos && pos.epoch === room.epoch ? Math.max(pos.offset, room.last) : room.last;
+  const before = room.first ?? newest + 1;
   room.backfilled = true;
   if (before <= 1) return;
-  let reply;
+  let messages;
   try {
-    reply = await request({ type: "history", room: room.name, limit: HISTORY_LIMIT, before });
+    messages = await state.rc.history(room.name, { limit: HISTORY_LIMIT, before });
   } catch {
     return;
   }
-  if (gen !== state.gen || state.rooms.get(room.name) !== room) return;
+  if (state.rooms.get(room.name) !== room) return;
   const box = ui.messages;
   const fromBottom = box.scrollHeight - box.scrollTop;
-  for (let i = reply.messages.length - 1; i >= 0; i--) {
-    const message = reply.messages[i];
+  for (let i = messages.length - 1; i >= 0; i--) {
+    const message = messages[i];
     if (message.epoch !== room.epoch) continue;
     if (room.first !== null && message.offset >= room.first) continue;
     room.log.prepend(renderMessage(room, message));
     room.first = message.offset;
+    if (message.offset > room.last) room.last = message.offset;
   }
+  saveCursor(room);
   if (isActive(room)) box.scrollTop = box.scrollHeight - fromBottom;
 }
 
-async function loadPresence(room, gen) {
-  let reply;
+/** Load the member list; presence events that arrive meanwhile are applied after it. */
+async function loadPresence(room) {
+  if (room.presenceLog) return; // a load is in flight
+  room.presenceLog = [];
+  let members = null;
   try {
-    reply = await request({ type: "presence", room: room.name });
+    members = await state.rc.presence(room.name);
   } catch {
-    return;
+    // disconnected or not joined any more: the next join loads it again
   }
-  if (gen !== state.gen || state.rooms.get(room.name) !== room) return;
-  room.members = new Map(reply.members.map((m) => [m.session, m.user]));
+  const log = room.presenceLog;
+  room.presenceLog = null;
+  if (!members || state.rooms.get(room.name) !== room) return;
+  room.members = new Map(members.map((m) => [m.session, m.user]));
+  for (const [frame, joined] of log) applyPresence(room, frame, joined);
   if (isActive(room)) renderMembers();
 }
 
 function onPresenceEvent(frame, joined) {
   const room = state.rooms.get(frame.room);
   if (!room || !frame.member) return;
+  if (room.presenceLog) room.presenceLog.push([frame, joined]);
+  applyPresence(room, frame, joined);
+  if (isActive(room)) renderMembers();
+}
+
+function applyPresence(room, frame, joined) {
   if (joined) room.members.set(frame.member.session, frame.member.user);
   else room.members.delete(frame.member.session);
-  if (isActive(room)) renderMembers();
 }
 
 function onMessage(frame) {
@@ -608,6 +534,7 @@ function addNotice(room, text, kind = "info") {
   if (stick) scrollToBottom();
 }
 
+
 function addRoom(name, { activate = true } = {}) {
   let room = state.rooms.get(name);
   if (!room) {
@@ -616,13 +543,13 @@ function addRoom(name, { activate = true } = {}) {
     state.rooms.set(name, room);
     renderRoomItem(room);
     saveRooms();
-    if (state.connected) syncRoom(room);
+    if (state.rc) joinRoom(room);
   }
   if (activate) setActive(name);
   return room;
 }
 
-async function leaveRoom(name) {
+function leaveRoom(name) {
   const room = state.rooms.get(name);
   if (!room) return;
   state.rooms.delete(name);
@@ -635,13 +562,7 @@ async function leaveRoom(name) {
     setActive(next.done ? null : next.value);
   }
   renderRoomList();
-  if (room.joined) {
-    try {
-      await request({ type: "leave", room: name });
-    } catch {
-      // not joined any more anyway
-    }
-  }
+  state.rc?.leave(name).catch(() => {}); // not joined any more anyway
 }
 
 function isActive(room) {
@@ -796,9 +717,9 @@ async function sendMessage() {
   ui.input.value = "";
   autosize();
   try {
-    await request({ type: "publish", room: room.name, data: { text } });
+    await state.rc.publish(room.name, { text });
   } catch (err) {
-    const why = err instanceof Disconnected
+    const why = err.code === "disconnected"
       ? "The connection dropped while sending: the message may not have been delivered."
       : `Not sent (${err.code || "error"}): ${err.message}`;
     addNotice(room, why, "error");
@@ -807,6 +728,13 @@ async function sendMessage() {
       autosize();
     }
   }
+}
+
+/** Long polling hears presence events only while a poll is waiting: refresh now and then. */
+function refreshPresence() {
+  if (!state.connected || state.transport !== "poll" || document.hidden) return;
+  const room = state.active === null ? null : state.rooms.get(state.active);
+  if (room && room.joined) loadPresence(room);
 }
 
 function joinFromInput() {
@@ -902,7 +830,7 @@ function start() {
   window.addEventListener("hashchange", roomFromHash);
   window.addEventListener("online", reconnectNow);
   window.addEventListener("offline", () => {
-    if (!state.ws) setStatus("reconnecting", "No network, waiting…");
+    if (!state.connected) setStatus("reconnecting", "No network, waiting…");
   });
   document.addEventListener("visibilitychange", () => {
     if (document.hidden) return;
@@ -911,9 +839,9 @@ function start() {
       room.unread = 0;
       renderRoomItem(room);
     }
-    if (!state.ws) reconnectNow();
+    if (!state.connected) reconnectNow();
   });
-  setInterval(keepalive, 5000);
+  setInterval(refreshPresence, PRESENCE_REFRESH_MS);
 
   const saved = readStore(localStorage, KEYS.rooms, []);
   for (const name of Array.isArray(saved) ? saved : []) {
@@ -924,6 +852,7 @@ function start() {
   else setActive(state.rooms.has(active) ? active : state.rooms.keys().next().value ?? null);
   renderRoomList();
   renderMe();
+  showTransport(null);
   if (state.nick) connect();
   else {
     setStatus("offline", "Not connected");
@@ -933,6 +862,7 @@ function start() {
   window.roomcast = {
     get connected() { return state.connected; },
     get session() { return state.session; },
+    get transport() { return state.transport; },
     cursor: (name) => {
       const room = state.rooms.get(name);
       return room ? { epoch: room.epoch, offset: room.last, joined: room.joined } : null;
