@@ -23,6 +23,7 @@ from playwright.sync_api import (
     expect,
     sync_playwright,
 )
+from websockets.sync.client import connect as ws_connect
 
 from roomcast.testing import ServerProcess
 
@@ -63,7 +64,9 @@ class ChatPage:
     context: BrowserContext
     page: Page
     errors: list[str] = field(default_factory=list)
-    sent: list[dict[str, Any]] = field(default_factory=list)
+    sent: list[dict[str, Any]] = field(default_factory=list)  # WebSocket frames sent
+    sockets: list[str] = field(default_factory=list)  # URLs of the WebSockets opened
+    posted: list[dict[str, Any]] = field(default_factory=list)  # commands sent by POST /send
 
     @property
     def messages(self) -> Locator:
@@ -76,6 +79,11 @@ class ChatPage:
     @property
     def status(self) -> Locator:
         return self.page.locator("#status")
+
+    @property
+    def transport(self) -> Locator:
+        """The badge of the transport in use (``data-transport``: websocket, sse, poll)."""
+        return self.page.locator("[data-testid=transport]")
 
     def joins(self, room: str) -> list[dict[str, Any]]:
         """The join commands this page sent for ``room``, oldest first."""
@@ -105,19 +113,30 @@ def open_chat(browser: Browser) -> Iterator[OpenChat]:
         nick: str,
         room: str,
         viewport: ViewportSize | None = None,
+        *,
+        query: str = "",
+        base_url: str | None = None,
+        setup: Callable[[Page], None] | None = None,
+        timeout: float | None = None,
     ) -> ChatPage:
+        """``query`` goes in the page's URL (``?transport=sse``); ``base_url`` serves the
+        page instead of ``server`` (a proxy in front of it); ``setup`` runs before it loads;
+        ``timeout`` (ms) is how long joining may take."""
         context = browser.new_context(viewport=viewport or DESKTOP)
         page = context.new_page()
         chat = ChatPage(context, page)
         opened.append(chat)
         page.on("pageerror", lambda error: chat.errors.append(str(error)))
-        page.on("websocket", lambda ws: _record_frames(ws, chat.sent))
-        page.goto(f"{server.http_url}/#{room}")
+        page.on("websocket", lambda ws: _record_frames(ws, chat.sent, chat.sockets))
+        page.on("request", lambda request: _record_post(request, chat.posted))
+        if setup is not None:
+            setup(page)
+        page.goto(f"{base_url or server.http_url}/{query}#{room}")
         expect(page.locator("#nick-dialog")).to_be_visible()
         page.locator("#nick").fill(nick)
         page.locator("#nick-save").click()
         expect(page.locator("#me-name")).to_have_text(nick)
-        chat.wait_joined(room)
+        chat.wait_joined(room, timeout)
         return chat
 
     yield open_page
@@ -127,12 +146,19 @@ def open_chat(browser: Browser) -> Iterator[OpenChat]:
         assert chat.errors == [], f"errors in the page: {chat.errors}"
 
 
-def _record_frames(ws: Any, sent: list[dict[str, Any]]) -> None:
+def _record_frames(ws: Any, sent: list[dict[str, Any]], sockets: list[str]) -> None:
+    sockets.append(ws.url)
+
     def on_sent(payload: str | bytes) -> None:
         if isinstance(payload, str):
             sent.append(json.loads(payload))
 
     ws.on("framesent", on_sent)
+
+
+def _record_post(request: Any, posted: list[dict[str, Any]]) -> None:
+    if request.method == "POST" and request.url.split("?")[0].endswith("/send"):
+        posted.append(json.loads(request.post_data or "null"))
 
 
 def api_publish(server: ServerProcess, room: str, text: str) -> dict[str, Any]:
@@ -147,3 +173,22 @@ def api_publish(server: ServerProcess, room: str, text: str) -> dict[str, Any]:
     with urllib.request.urlopen(request, timeout=10) as answer:
         reply: dict[str, Any] = json.load(answer)
     return reply
+
+
+def ws_publish(server: ServerProcess, user: str, room: str, texts: list[str]) -> None:
+    """Publish as a named WebSocket client (the independent ``websockets`` library)."""
+    with ws_connect(f"{server.ws_url}?name={user}", open_timeout=10) as ws:
+        assert json.loads(ws.recv(timeout=10))["type"] == "welcome"
+        ws.send(json.dumps({"type": "join", "room": room, "id": "join"}))
+        commands = [
+            {"type": "publish", "room": room, "data": {"text": text}, "id": n}
+            for n, text in enumerate(texts)
+        ]
+        for command in commands:
+            ws.send(json.dumps(command))
+        waiting = {"join", *range(len(texts))}
+        while waiting:
+            frame = json.loads(ws.recv(timeout=10))
+            if frame["type"] in {"ok", "error"}:
+                assert frame["type"] == "ok", frame
+                waiting.discard(frame["id"])

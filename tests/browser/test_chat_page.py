@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 
 import pytest
 from playwright.sync_api import Locator, expect
-from websockets.sync.client import connect as ws_connect
 
 from roomcast.testing import ServerProcess
 
-from .conftest import API_KEY, RECONNECT_TIMEOUT_MS, ChatPage, OpenChat, api_publish
+from .conftest import (
+    API_KEY,
+    RECONNECT_TIMEOUT_MS,
+    ChatPage,
+    OpenChat,
+    api_publish,
+    ws_publish,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -27,25 +32,6 @@ def offsets(chat: ChatPage) -> list[int]:
 
 def member_names(chat: ChatPage) -> Locator:
     return chat.page.locator("#members [data-testid=member] .member-name")
-
-
-def ws_publish(server: ServerProcess, user: str, room: str, texts: list[str]) -> None:
-    """Publish as a named WebSocket client (the independent ``websockets`` library)."""
-    with ws_connect(f"{server.ws_url}?name={user}", open_timeout=10) as ws:
-        assert json.loads(ws.recv(timeout=10))["type"] == "welcome"
-        ws.send(json.dumps({"type": "join", "room": room, "id": "join"}))
-        commands = [
-            {"type": "publish", "room": room, "data": {"text": text}, "id": n}
-            for n, text in enumerate(texts)
-        ]
-        for command in commands:
-            ws.send(json.dumps(command))
-        waiting = {"join", *range(len(texts))}
-        while waiting:
-            frame = json.loads(ws.recv(timeout=10))
-            if frame["type"] in {"ok", "error"}:
-                assert frame["type"] == "ok", frame
-                waiting.discard(frame["id"])
 
 
 def test_two_pages_chat_and_presence(server: ServerProcess, open_chat: OpenChat) -> None:
