@@ -300,6 +300,7 @@ export class Client extends Emitter {
     const conn = this._conn;
     this._conn = null;
     conn?.stop();
+    if (conn?.kind === "poll") conn.leaveAll(); // else members see us leave only when we expire
     const closed = () => new RoomcastError("closed", "the client is closed");
     for (const item of this._queue.splice(0)) item.reject(closed());
     for (const entry of this._rooms.values()) {
@@ -694,7 +695,7 @@ class OneWayDriver {
     });
   }
 
-  async post(command) {
+  async post(command, { keepalive = false } = {}) {
     const client = this.client;
     let response;
     try {
@@ -703,6 +704,7 @@ class OneWayDriver {
         headers: { "Content-Type": "application/json", "X-Roomcast-Session": client._token },
         body: JSON.stringify(command),
         cache: "no-store",
+        keepalive, // outlives the page (a leave sent as the tab closes)
       });
     } catch {
       throw disconnected();
@@ -1012,6 +1014,15 @@ class PollDriver extends OneWayDriver {
         continue;
       }
       this.answer(rooms, since, body);
+    }
+  }
+
+  /** Leave every room of the token at once: a long-poll client is a member until no
+   *  poll has come for a while, unless it says it left. */
+  leaveAll() {
+    if (!this.client._token) return;
+    for (const room of this.client._tokenRooms) {
+      this.post({ type: "leave", room }, { keepalive: true }).catch(() => {});
     }
   }
 
