@@ -18,7 +18,11 @@ import * as roomcast from "/roomcast.js";
 const ROOM_RE = /^[A-Za-z0-9_.:@-]{1,128}$/;
 const NICK_MAX = 64;
 const HISTORY_LIMIT = 50;
-const PRESENCE_REFRESH_MS = 20000; // long polling misses presence events between two polls
+// Long polling misses the presence events that happen between two polls (they are not
+// replayed like messages): reload the member list now and then, and soon after any
+// presence change, when its counterpart may have fallen in such a gap.
+const PRESENCE_REFRESH_MS = 20000;
+const PRESENCE_SETTLE_MS = 1500;
 const MAX_SHOWN = 1000; // messages kept in the page per room; older ones are dropped
 const NEAR_BOTTOM_PX = 80;
 const KEYS = {
@@ -159,6 +163,7 @@ class Room {
     this.buffer = null; // live messages held back while a history load is in flight
     this.members = new Map(); // session id -> user name
     this.presenceLog = null; // presence events that came while the member list loads
+    this.settleTimer = null; // long polling: reload the member list after a change
     this.unread = 0;
     this.log = el("ol", { class: "log", "data-room": name });
     this.item = null;
@@ -448,6 +453,12 @@ function onPresenceEvent(frame, joined) {
   if (room.presenceLog) room.presenceLog.push([frame, joined]);
   applyPresence(room, frame, joined);
   if (isActive(room)) renderMembers();
+  if (state.transport === "poll") {
+    clearTimeout(room.settleTimer);
+    room.settleTimer = setTimeout(() => {
+      if (room.joined && state.rooms.get(room.name) === room) loadPresence(room);
+    }, PRESENCE_SETTLE_MS);
+  }
 }
 
 function applyPresence(room, frame, joined) {
@@ -842,6 +853,16 @@ function start() {
     if (!state.connected) reconnectNow();
   });
   setInterval(refreshPresence, PRESENCE_REFRESH_MS);
+  // Leaving the page closes the client (a long-poll client says it left at once); a page
+  // restored from the back/forward cache connects again.
+  window.addEventListener("pagehide", () => {
+    const rc = state.rc;
+    state.rc = null;
+    rc?.close();
+  });
+  window.addEventListener("pageshow", (event) => {
+    if (event.persisted) reconnectFresh();
+  });
 
   const saved = readStore(localStorage, KEYS.rooms, []);
   for (const name of Array.isArray(saved) ? saved : []) {
