@@ -193,9 +193,9 @@ def test_chat_page_over_each_transport(
     ws_publish(server, "carol", "lobby", ["last"])
     expect(alice.texts).to_have_text([*expected, "last"])
 
-    if transport != "poll":  # a long-poll member stays until its presence expires
-        bob.context.close()
-        expect(member_names(alice)).to_have_text(["alice"])
+    # Bob closes the tab: he is gone at once, on long polling too (he says he leaves).
+    bob.page.close()
+    expect(member_names(alice)).to_have_text(["alice"])
 
 
 def test_sse_websocket_and_poll_pages_in_one_room(
