@@ -156,3 +156,23 @@ async def test_a_waiting_poll_answers_when_the_node_drains(node: Node) -> None:
         assert reply.status == 200
         got = await reply.json()
         assert (got["events"], got["cursor"]) == ([], first["cursor"])
+
+
+async def test_an_expired_room_does_not_move_the_others_past_their_gap(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory("--history", "memory", "--api-key", "test-key", "--history-size", "2")
+    async with aiohttp.ClientSession() as http:
+        client = OneWay(http, server.http_url)
+        answer = await first_poll(client, "a,b")
+        epoch = answer["cursor"].split("~")[1]
+        for n in range(1, 6):
+            await client.publish("a", n)  # a keeps only 4 and 5: 2 and 3 are gone
+        await client.publish("b", 1)
+        status, body = await client.poll(
+            session=answer["session"], cursor=f"a~{epoch}~1,b~{epoch}~0", timeout=0
+        )
+        assert (status, body["code"], body["rooms"]) == (409, "cursor_expired", ["a"])
+        assert body["cursor"] == f"a~{epoch}~5,b~{epoch}~0"  # b still gets its message 1
+        status, got = await client.poll(session=answer["session"], cursor=body["cursor"])
+        assert [(e["room"], e["offset"]) for e in got["events"]] == [("b", 1)]

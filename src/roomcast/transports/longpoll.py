@@ -120,7 +120,7 @@ async def poll_handler(request: web.Request) -> web.StreamResponse:
         expired = await join_rooms(node, session, claims.rooms, positions, cursor)
         node.touch_presence(list(claims.rooms), session.member)
         if expired:
-            return expired_response(expired, cursor)
+            return expired_response(expired, cursor, positions)
         if first:
             welcome = Welcome(claims.sid, node.settings.node_id, number(node.settings.heartbeat))
             link.events.insert(0, encode(welcome))

@@ -48,8 +48,16 @@ class Cursor:
         if payload.startswith(b'{"type":"message"'):
             self.moved(event_header(payload))
 
+    def positions(self) -> Positions:
+        return {room: _position(part) for room, part in self._parts.items()}
+
     def __str__(self) -> str:
         return ",".join(self._parts.values())
+
+
+def _position(part: str) -> tuple[str, int]:
+    _, epoch, offset = part.rsplit("~", 2)
+    return epoch, int(offset)
 
 
 def claims_of(request: web.Request) -> SessionClaims:
@@ -105,14 +113,21 @@ async def join_rooms(
     return expired
 
 
-def expired_response(rooms: list[str], cursor: Cursor) -> web.Response:
-    """409 ``cursor_expired``, with the cursor to go on from (what was missed is lost)."""
+def expired_response(rooms: list[str], cursor: Cursor, positions: Positions) -> web.Response:
+    """409 ``cursor_expired``: the ``rooms`` whose missed messages are lost, and the cursor
+    to go on from: those rooms at their newest offset, every other room where the request
+    had it (its missed messages are still in history, for the next request)."""
+    current = cursor.positions()
+    resume = Cursor({
+        room: position if room in rooms or room not in positions else positions[room]
+        for room, position in current.items()
+    })  # fmt: skip
     message = (
         f"the messages missed in {', '.join(rooms)} are no longer in history "
         "(another epoch, or older than what is kept); go on from the cursor given here"
     )
     body = {"type": "error", "code": ErrorCode.CURSOR_EXPIRED, "message": message,
-            "cursor": str(cursor)}  # fmt: skip
+            "rooms": rooms, "cursor": str(resume)}  # fmt: skip
     return json_body(encode(body), 409)
 
 

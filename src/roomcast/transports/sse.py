@@ -136,7 +136,7 @@ async def sse_handler(request: web.Request) -> web.StreamResponse:
     try:
         expired = await join_rooms(node, session, claims.rooms, positions, cursor, reply=True)
         if expired:
-            return expired_response(expired, cursor)
+            return expired_response(expired, cursor, positions)
         response = web.StreamResponse(headers=HEADERS)
         chunked = request.version >= HttpVersion11
         if chunked:
