@@ -10,7 +10,7 @@ import signal
 from aiohttp import web
 
 from roomcast.config import Settings
-from roomcast.http import create_app
+from roomcast.http.app import create_app
 from roomcast.node import Node
 
 log = logging.getLogger("roomcast.server")

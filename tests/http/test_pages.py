@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp.test_utils import TestClient, TestServer
 
 from roomcast.config import Settings
-from roomcast.http import create_app
+from roomcast.http.app import create_app
 from roomcast.node import Node
 
 

@@ -159,3 +159,15 @@ async def test_shutdown_ends_the_stream(server: ServerProcess, oneway: OneWay) -
     stream, _ = await opened(oneway, "r")
     server.stop(signal.SIGTERM)
     assert await stream.ended()
+
+
+async def test_members_with_different_cursors_each_get_their_own_ids(oneway: OneWay) -> None:
+    await oneway.publish("y", "y1")
+    one, _ = await opened(oneway, "x")
+    same, _ = await opened(oneway, "x")
+    both, _ = await opened(oneway, "x,y")
+    epoch = (await oneway.poll(rooms="x"))[1]["cursor"].split("~")[1]
+    for n in (1, 2):
+        await oneway.publish("x", n)
+        ids = [(await stream.until("message")).id for stream in (one, same, both)]
+        assert ids == [f"x~{epoch}~{n}", f"x~{epoch}~{n}", f"x~{epoch}~{n},y~{epoch}~1"]

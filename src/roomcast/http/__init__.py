@@ -1,5 +1,3 @@
-"""HTTP routes: the WebSocket endpoint, the publish API, health checks and pages."""
-
-from roomcast.http.app import create_app
-
-__all__ = ["create_app"]
+"""HTTP routes: the application (``roomcast.http.app``), the publish API, health checks,
+pages and JSON errors. Nothing is imported here, so that transports can use
+``roomcast.http.errors`` without importing the application that imports them."""

@@ -51,6 +51,11 @@ class Cursor:
     def positions(self) -> Positions:
         return {room: _position(part) for room, part in self._parts.items()}
 
+    def copy_from(self, other: Cursor) -> None:
+        """Stand where ``other`` stands (a cursor that was where this one is)."""
+        if not self.frozen:
+            self._parts = dict(other._parts)
+
     def __str__(self) -> str:
         return ",".join(self._parts.values())
 

@@ -71,10 +71,27 @@ class SSETransport:
 
     @staticmethod
     def broadcast(frame: Frame, sinks: Sinks, max_buffer: int) -> list[Session]:
+        """Members whose cursors stand at the same place get the same bytes: each such
+        group's events are rendered and chunk-framed once."""
         events = frame.sse
         slow: list[Session] = []
+        rendered: dict[tuple[str, bool], tuple[bytes, Cursor]] = {}
         for session, link in sinks.items():
-            if not link.send_events(events):
+            transport = link._transport
+            if transport is None or transport.is_closing():
+                ok = link.send_events(events)
+            else:
+                key = (str(link.cursor), link._chunked)
+                known = rendered.get(key)
+                if known is None:
+                    wire = link._wire(link._render(events))
+                    rendered[key] = (wire, link.cursor)
+                else:
+                    wire = known[0]
+                    link.cursor.copy_from(known[1])
+                transport.write(wire)
+                ok = transport.get_write_buffer_size() <= link._limit
+            if not ok:
                 slow.append(session)
         return slow
 
@@ -82,13 +99,19 @@ class SSETransport:
         return self.send_events(frame.sse)
 
     def send_events(self, events: list[tuple[Header | None, bytes]]) -> bool:
+        return self._write(self._render(events))
+
+    def _render(self, events: list[tuple[Header | None, bytes]]) -> bytes:
         cursor = self.cursor
         parts: list[bytes] = []
         for header, start in events:
             if header is not None:
                 cursor.moved(header)
             parts += (start, str(cursor).encode(), b"\n\n")
-        return self._write(b"".join(parts))
+        return b"".join(parts)
+
+    def _wire(self, body: bytes) -> bytes:
+        return b"%x\r\n%b\r\n" % (len(body), body) if self._chunked else body
 
     def _write(self, body: bytes) -> bool:
         transport = self._transport
