@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from roomcast.brokers.base import Draft, Page, Position, Publication
+from roomcast.brokers.jetstream import Head, NoStream
 from roomcast.brokers.nats import NatsBroker, room_of_token, room_token
 from roomcast.config import Settings
 from roomcast.exceptions import BrokerError
@@ -470,3 +471,25 @@ async def test_flush_waits_for_every_publish_so_far(connect: Connect) -> None:
     assert sorted(f.result().offset for f in futures if f.result().room == "room3") == list(
         range(1, 11)
     )
+
+
+async def test_a_read_that_finds_no_stream_for_a_moment_reads_it_once_found(
+    connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = await connect()
+    for n in range(3):
+        await a.publish("r", n)
+    last = a.broker.js.last
+    calls = 0
+
+    async def no_stream_at_first(subject: str) -> Head | None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # as JetStream answers while a server restarts or a leader moves
+            raise NoStream("no JetStream stream answered")
+        return await last(subject)
+
+    monkeypatch.setattr(a.broker.js, "last", no_stream_at_first)
+    page = await a.broker.read("r", after=1, limit=10)  # the same stream: not an empty room
+    assert page.position == Position(a.broker.epoch, 3)
+    assert numbers(page) == [2, 3]

@@ -453,9 +453,9 @@ class NatsBroker(Broker):
         subject = self.js.subject(room)
         try:
             head = await self.js.last(subject)
-        except NoStream:
+        except NoStream:  # gone (then a new, empty one is made), or JetStream was not ready
             await self.js.ensure()
-            head = None
+            head = await self.js.last(subject)  # else a room with history would read empty
         position = Position(self.js.epoch, head.offset if head is not None else 0)
         if head is None or limit <= 0:
             return Page(position, [])
