@@ -65,7 +65,7 @@ if TYPE_CHECKING:
 
     from roomcast.config import Settings
 
-__all__ = ["NatsBroker", "room_of_token", "room_token"]
+__all__ = ["NatsBroker", "parse_url", "room_of_token", "room_token"]
 
 log = logging.getLogger("roomcast.broker")
 
@@ -73,6 +73,14 @@ MAX_CACHED_ROOMS = 10_000
 GAP_WAIT = 0.1  # seconds a gap may wait for its messages to come live before a read
 EVENT = "Roomcast-Event"  # header of events (joined, left): "<exclude>\n<event>"
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def parse_url(url: str) -> tuple[list[str], dict[str, str]]:
+    """The servers (``nats://`` or ``tls://``, credentials kept) and the options of a
+    ``--broker`` URL; the presence store connects to the same servers."""
+    parts = urlsplit(url)
+    servers = [f"{parts.scheme}://{netloc}" for netloc in parts.netloc.split(",") if netloc]
+    return servers, dict(parse_qsl(parts.query))
 
 
 class _Room:
@@ -147,9 +155,7 @@ class NatsBroker(Broker):
     @classmethod
     def from_settings(cls, settings: Settings) -> NatsBroker:
         """``--broker nats://host:4222[,host2:4222][?stream=S&prefix=P&replicas=N]``."""
-        url = urlsplit(settings.broker)
-        options = dict(parse_qsl(url.query))
-        servers = [f"{url.scheme}://{netloc}" for netloc in url.netloc.split(",") if netloc]
+        servers, options = parse_url(settings.broker)
         try:
             replicas = int(options.get("replicas", "1"))
         except ValueError:

@@ -1,4 +1,4 @@
-"""Who is in a room: on this node only (one node), or across the cluster (Redis)."""
+"""Who is in a room: on this node only (one node), or across the cluster (Redis, NATS)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ def create_presence(settings: Settings, hub: Hub) -> PresenceStore:
         from roomcast.presence.redis import RedisPresence
 
         return RedisPresence(settings.broker, ttl=settings.presence_ttl)
+    if scheme in {"nats", "tls"}:
+        from roomcast.presence.nats import NatsPresence
+
+        return NatsPresence.from_settings(settings)
     from roomcast.presence.memory import MemoryPresence
 
     return MemoryPresence(hub)
