@@ -23,7 +23,7 @@ def create_presence(settings: Settings, hub: Hub) -> PresenceStore:
         return NatsPresence.from_settings(settings)
     from roomcast.presence.memory import MemoryPresence
 
-    return MemoryPresence(hub)
+    return MemoryPresence(hub, settings.presence_ttl)
 
 
 __all__ = ["PresenceStore", "create_presence"]
