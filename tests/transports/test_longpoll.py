@@ -176,3 +176,13 @@ async def test_an_expired_room_does_not_move_the_others_past_their_gap(
         assert body["cursor"] == f"a~{epoch}~5,b~{epoch}~0"  # b still gets its message 1
         status, got = await client.poll(session=answer["session"], cursor=body["cursor"])
         assert [(e["room"], e["offset"]) for e in got["events"]] == [("b", 1)]
+
+
+async def test_a_bad_name_is_a_json_error_on_every_transport(oneway: OneWay) -> None:
+    assert await oneway.poll(rooms="a", name="") == (400, {
+        "type": "error", "code": "bad_request", "message": "name must be 1-64 characters"
+    })  # fmt: skip
+    status, body = await oneway.sse_error(rooms="a", name="x" * 65)
+    assert (status, body["code"]) == (400, "bad_request")
+    async with oneway.http.get(oneway.base + "/ws", params={"name": "x" * 65}) as reply:
+        assert (reply.status, (await reply.json())["code"]) == (400, "bad_request")

@@ -19,6 +19,7 @@ from aiohttp import WSMsgType, web
 
 from roomcast.exceptions import ErrorCode, ProtocolError
 from roomcast.frame import Frame
+from roomcast.http.errors import error_response
 from roomcast.node import Node
 from roomcast.protocol import encode_error
 from roomcast.transports.base import Sinks
@@ -99,7 +100,7 @@ def user_name(request: web.Request) -> str:
     if name is None:
         return f"anon-{secrets.token_hex(4)}"
     if not 1 <= len(name) <= MAX_NAME_LENGTH:
-        raise web.HTTPBadRequest(text=f"name must be 1-{MAX_NAME_LENGTH} characters")
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"name must be 1-{MAX_NAME_LENGTH} characters")
     return name
 
 
@@ -108,7 +109,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
     if node.state != "ready":  # a broker outage is no reason: publishes say `unavailable`
         raise web.HTTPServiceUnavailable(text="the server is not accepting connections")
-    user = user_name(request)
+    try:
+        user = user_name(request)
+    except ProtocolError as refused:
+        return error_response(refused)
     settings = node.settings
     ws = web.WebSocketResponse(
         autoping=False,
