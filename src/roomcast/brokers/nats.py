@@ -39,7 +39,7 @@ import contextlib
 import logging
 import re
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
@@ -75,12 +75,30 @@ EVENT = "Roomcast-Event"  # header of events (joined, left): "<exclude>\n<event>
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
-def parse_url(url: str) -> tuple[list[str], dict[str, str]]:
-    """The servers (``nats://`` or ``tls://``, credentials kept) and the options of a
-    ``--broker`` URL; the presence store connects to the same servers."""
+class NatsUrl(NamedTuple):
+    """What a ``--broker nats://host:4222[,host2:4222][?stream=S&prefix=P&replicas=N]``
+    URL says; the broker and the presence store read it the same way."""
+
+    servers: list[str] | str  # nats:// or tls://, credentials kept
+    prefix: str
+    stream: str
+    replicas: int
+
+
+def parse_url(url: str) -> NatsUrl:
     parts = urlsplit(url)
     servers = [f"{parts.scheme}://{netloc}" for netloc in parts.netloc.split(",") if netloc]
-    return servers, dict(parse_qsl(parts.query))
+    options = dict(parse_qsl(parts.query))
+    try:
+        replicas = int(options.get("replicas", "1"))
+    except ValueError:
+        raise ConfigError(f"bad replicas in {url!r}") from None
+    return NatsUrl(
+        servers or "nats://127.0.0.1:4222",
+        options.get("prefix", "roomcast"),
+        options.get("stream", "ROOMCAST"),
+        replicas,
+    )
 
 
 class _Room:
@@ -155,18 +173,14 @@ class NatsBroker(Broker):
     @classmethod
     def from_settings(cls, settings: Settings) -> NatsBroker:
         """``--broker nats://host:4222[,host2:4222][?stream=S&prefix=P&replicas=N]``."""
-        servers, options = parse_url(settings.broker)
-        try:
-            replicas = int(options.get("replicas", "1"))
-        except ValueError:
-            raise ConfigError(f"bad replicas in {settings.broker!r}") from None
+        url = parse_url(settings.broker)
         return cls(
-            servers or "nats://127.0.0.1:4222",
+            url.servers,
             size=settings.history_size,
             ttl=settings.history_ttl,
-            prefix=options.get("prefix", "roomcast"),
-            stream=options.get("stream", "ROOMCAST"),
-            replicas=replicas,
+            prefix=url.prefix,
+            stream=url.stream,
+            replicas=url.replicas,
             name=f"roomcast {settings.node_id}",
         )
 

@@ -48,7 +48,7 @@ from roomcast.brokers.jetstream import (
     room_token,
 )
 from roomcast.brokers.nats import parse_url
-from roomcast.exceptions import BrokerError, ConfigError
+from roomcast.exceptions import BrokerError
 from roomcast.history.base import now_ms
 from roomcast.presence.base import PresenceStore
 from roomcast.protocol import Member
@@ -138,17 +138,13 @@ class NatsPresence(PresenceStore):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> NatsPresence:
-        servers, options = parse_url(settings.broker)
-        try:
-            replicas = int(options.get("replicas", "1"))
-        except ValueError:
-            raise ConfigError(f"bad replicas in {settings.broker!r}") from None
+        url = parse_url(settings.broker)
         return cls(
-            servers or "nats://127.0.0.1:4222",
+            url.servers,
             ttl=settings.presence_ttl,
-            prefix=options.get("prefix", "roomcast"),
-            stream=options.get("stream", "ROOMCAST") + "_PRESENCE",
-            replicas=replicas,
+            prefix=url.prefix,
+            stream=url.stream + "_PRESENCE",
+            replicas=url.replicas,
             name=f"roomcast {settings.node_id} presence",
         )
 
