@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,7 +15,8 @@ from oneway_client import OneWay
 
 from roomcast.config import Settings
 from roomcast.node import Node
-from roomcast.testing import ServerProcess
+from roomcast.testing import RedisProcess, ServerProcess
+from roomcast.testing_nats import NatsProcess
 
 ServerFactory = Callable[..., ServerProcess]
 
@@ -34,6 +36,22 @@ def server_factory() -> Iterator[ServerFactory]:
     yield start
     for server in started:
         server.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server of the test's own, on a free port (never the machine's 6379)."""
+    server = RedisProcess(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsProcess]:
+    """A nats-server with JetStream of the test's own, on a free port."""
+    server = NatsProcess(tmp_path / "nats").start()
+    yield server
+    server.close()
 
 
 @pytest.fixture

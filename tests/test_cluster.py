@@ -6,7 +6,7 @@ import asyncio
 import json
 import shutil
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +18,6 @@ from roomcast.testing import RedisProcess, ServerProcess
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis")
 Connect = Callable[..., Any]
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path / "redis").start()
-    yield server
-    server.stop()
 
 
 def cluster(factory: ServerFactory, redis: RedisProcess, count: int = 2) -> list[ServerProcess]:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -17,13 +16,6 @@ from roomcast.testing_nats import NatsProcess, nats_server_binary
 
 pytestmark = pytest.mark.skipif(nats_server_binary() is None, reason="needs nats-server")
 Connect = Callable[..., Any]
-
-
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[NatsProcess]:
-    server = NatsProcess(tmp_path / "nats").start()
-    yield server
-    server.close()
 
 
 def cluster(factory: ServerFactory, nats: NatsProcess, count: int = 2) -> list[ServerProcess]:

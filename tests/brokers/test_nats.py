@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -134,13 +134,6 @@ def has_events(node: Node, count: int) -> bool:
 
 def numbers(page: Page) -> list[int]:
     return [offset for offset, _ in page.entries]
-
-
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[NatsProcess]:
-    server = NatsProcess(tmp_path / "nats").start()
-    yield server
-    server.close()
 
 
 @pytest.fixture

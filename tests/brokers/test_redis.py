@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +40,6 @@ class Collector:
                 self._changed.clear()
                 await self._changed.wait()
         return self.offsets(room)
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path / "redis").start()
-    yield server
-    server.stop()
 
 
 StartBroker = Callable[..., Awaitable[tuple[RedisBroker, Collector]]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +56,6 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
     monkeypatch.setattr("roomcast.presence.nats.now_ms", fake)
     return fake
-
-
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[NatsProcess]:
-    server = NatsProcess(tmp_path / "nats").start()
-    yield server
-    server.close()
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ no sticky sessions, no loss, no duplicates, presence without flapping."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,12 +18,10 @@ SECRET = "one secret for the whole cluster"
 
 
 @pytest.fixture
-def nodes(tmp_path: Path, server_factory: ServerFactory) -> Iterator[list[ServerProcess]]:
-    redis = RedisProcess(tmp_path / "redis").start()
-    args = ["--broker", redis.url, "--secret", SECRET, "--api-key", "test-key"]
+def nodes(redis_server: RedisProcess, server_factory: ServerFactory) -> list[ServerProcess]:
+    args = ["--broker", redis_server.url, "--secret", SECRET, "--api-key", "test-key"]
     args += ["--publish-rate", "0", "--poll-timeout", "2", "--presence-ttl", "1.5"]
-    yield [server_factory(*args, "--node-id", name) for name in ("n1", "n2")]
-    redis.stop()
+    return [server_factory(*args, "--node-id", name) for name in ("n1", "n2")]
 
 
 async def test_polls_and_sends_bouncing_between_nodes_lose_nothing(
