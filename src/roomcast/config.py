@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 import secrets
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
+
 from roomcast.exceptions import ConfigError
+from roomcast.policy import Namespace
 
 
 def default_node_id(port: int) -> str:
@@ -41,6 +45,24 @@ class Settings:
     readonly_rooms: tuple[str, ...] = field(default_factory=tuple)
     shutdown_timeout: float = 5.0
     close_timeout: float = 3.0
+    # -- security (docs/security.md) --
+    auth: str = "off"  # off | optional | required
+    token_secret: str | None = None  # HS256 connection tokens
+    token_public_key: str | None = None  # PEM of the RS256/ES256 key that signs them
+    token_grace: float = 30.0  # seconds an expired connection may still send `refresh`
+    namespaces: tuple[Namespace, ...] = field(default_factory=tuple)  # from --config
+    allowed_origins: tuple[str, ...] = field(default_factory=tuple)  # (): same origin
+    trusted_proxies: tuple[str, ...] = field(default_factory=tuple)  # X-Forwarded-For
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    max_connections: int = 0  # 0: no limit
+    max_connections_per_ip: int = 0
+    connect_rate: float = 0.0  # new connections per second per IP (0: no limit)
+    connect_burst: int = 20
+    handshake_timeout: float = 10.0
+    max_json_depth: int = 32
+    max_presence: int = 1000  # members in one presence reply
+    enable_echo: bool = False  # GET /echo, for the Autobahn conformance suite
 
     def __post_init__(self) -> None:
         if self.history not in {"sqlite", "memory"}:
@@ -60,6 +82,7 @@ class Settings:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, not {value}")
         if self.publish_rate < 0 or self.publish_burst < 1:
             raise ConfigError("--publish-rate must be >= 0 (0: unlimited), --publish-burst >= 1")
+        self._check_security()
         if self.secret is not None and len(self.secret) < 16:
             raise ConfigError("--secret must be at least 16 characters")
         if self.broker in {"memory", ""}:
@@ -67,12 +90,63 @@ class Settings:
         if not self.node_id:
             object.__setattr__(self, "node_id", default_node_id(self.port))
 
+    def _check_security(self) -> None:
+        if self.auth not in {"off", "optional", "required"}:
+            raise ConfigError(f"--auth must be off, optional or required, not {self.auth!r}")
+        if self.auth != "off" and self.token_secret is None and self.token_public_key is None:
+            raise ConfigError(f"--auth {self.auth} needs --token-secret or --token-public-key")
+        if self.token_secret is not None and len(self.token_secret) < 16:
+            raise ConfigError("--token-secret must be at least 16 characters")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together")
+        limits = {
+            "max_connections": self.max_connections,
+            "max_connections_per_ip": self.max_connections_per_ip,
+            "connect_rate": self.connect_rate,
+            "token_grace": self.token_grace,
+        }
+        for name, value in limits.items():
+            if value < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, not {value}")
+        positive = {
+            "connect_burst": self.connect_burst,
+            "handshake_timeout": self.handshake_timeout,
+            "max_json_depth": self.max_json_depth,
+            "max_presence": self.max_presence,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, not {value}")
+
+    def namespace(self, room: str) -> Namespace:
+        """The rules of ``room``: its namespace's, the server's defaults filled in."""
+        return _resolve(self.namespaces, self.readonly_rooms, self.history_size,
+                        self.history_ttl, room)  # fmt: skip
+
     @property
     def history_path(self) -> Path:
         return self.data_dir / "history.sqlite3"
 
     def is_readonly(self, room: str) -> bool:
-        return any(fnmatch.fnmatchcase(room, pattern) for pattern in self.readonly_rooms)
+        return self.namespace(room).publish == "api"
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _resolve(
+    namespaces: tuple[Namespace, ...],
+    readonly: tuple[str, ...],
+    history_size: int,
+    history_ttl: float,
+    room: str,
+) -> Namespace:
+    found = next((ns for ns in namespaces if ns.matches(room)), Namespace())
+    api_only = any(fnmatch.fnmatchcase(room, pattern) for pattern in readonly)
+    return msgspec.structs.replace(
+        found,
+        publish="api" if api_only else found.publish,
+        history_size=found.history_size or history_size,
+        history_ttl=history_ttl if found.history_ttl is None else found.history_ttl,
+    )
 
 
 def env_flag(name: str) -> str | None:
