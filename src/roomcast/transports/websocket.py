@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, ClassVar, Final
 
 from aiohttp import WSMsgType, web
 
+from roomcast.config import Settings
 from roomcast.exceptions import ErrorCode, ProtocolError
 from roomcast.frame import Frame
 from roomcast.http.errors import error_response
@@ -104,6 +105,17 @@ def user_name(request: web.Request) -> str:
     return name
 
 
+def websocket_response(settings: Settings) -> web.WebSocketResponse:
+    """The WebSocket stack of roomcast: no compression (fan-out writes pre-built frames),
+    pings answered by the session (it notes the client is alive), bounded messages."""
+    return web.WebSocketResponse(
+        autoping=False,
+        compress=False,
+        max_msg_size=settings.max_message_size,
+        timeout=settings.close_timeout,
+    )
+
+
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     """``GET /ws``: upgrade, then feed every frame of the client to its session."""
     node = request.app[NODE_KEY]
@@ -114,12 +126,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     except ProtocolError as refused:
         return error_response(refused)
     settings = node.settings
-    ws = web.WebSocketResponse(
-        autoping=False,
-        compress=False,
-        max_msg_size=settings.max_message_size,
-        timeout=settings.close_timeout,
-    )
+    ws = websocket_response(settings)
     await ws.prepare(request)
     transport = request.transport
     if transport is None:  # the client went away during the handshake
