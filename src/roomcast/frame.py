@@ -16,16 +16,26 @@ from roomcast.protocol import Header, event_header
 _LEN16: Final = struct.Struct("!BBH")
 _LEN64: Final = struct.Struct("!BBQ")
 _TEXT: Final = 0x81  # FIN + opcode 1 (text)
+_BINARY: Final = 0x82  # FIN + opcode 2 (binary)
+
+
+def _websocket_frame(first: int, payload: bytes) -> bytes:
+    size = len(payload)
+    if size < 126:
+        return bytes((first, size)) + payload
+    if size < 65536:
+        return _LEN16.pack(first, 126, size) + payload
+    return _LEN64.pack(first, 127, size) + payload
 
 
 def websocket_text_frame(payload: bytes) -> bytes:
     """An unmasked, unfragmented RFC 6455 text frame (server to client) holding ``payload``."""
-    size = len(payload)
-    if size < 126:
-        return bytes((_TEXT, size)) + payload
-    if size < 65536:
-        return _LEN16.pack(_TEXT, 126, size) + payload
-    return _LEN64.pack(_TEXT, 127, size) + payload
+    return _websocket_frame(_TEXT, payload)
+
+
+def websocket_binary_frame(payload: bytes) -> bytes:
+    """An unmasked, unfragmented RFC 6455 binary frame (server to client): ``/echo`` only."""
+    return _websocket_frame(_BINARY, payload)
 
 
 class Frame:

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from roomcast.http import api, pages
 from roomcast.node import Node
+from roomcast.transports.echo import echo_handler
 from roomcast.transports.longpoll import poll_handler
 from roomcast.transports.send import BUCKETS_KEY, Buckets, send_handler
 from roomcast.transports.sse import sse_handler
@@ -18,6 +19,8 @@ def create_app(node: Node) -> web.Application:
     app[NODE_KEY] = node
     app[BUCKETS_KEY] = Buckets(node.settings.publish_rate, node.settings.publish_burst)
     app.router.add_get("/ws", websocket_handler)
+    if node.settings.enable_echo:  # conformance testing only (docs/security.md)
+        app.router.add_get("/echo", echo_handler)
     app.router.add_get("/sse", sse_handler)
     app.router.add_get("/poll", poll_handler)
     app.router.add_post("/send", send_handler)
