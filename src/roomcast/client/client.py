@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from ssl import SSLContext
 from types import TracebackType
 from typing import Any
 
@@ -57,7 +58,9 @@ class Client:
     handles it. ``heartbeat`` makes the client ping the server at that interval and
     reconnect when no pong comes (``None``: rely on the server's pings). ``backoff``
     paces reconnection attempts; ``reconnect=False`` turns them off. Events wait in an
-    unbounded queue until the app reads them.
+    unbounded queue until the app reads them. ``ssl`` is for wss:// URLs: True checks the
+    server's certificate against the system's CAs, an SSLContext as it is set up (for
+    instance with a private CA), False not at all.
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class Client:
         heartbeat: float | None = 20.0,
         on_frame: FrameHook | None = None,
         session: aiohttp.ClientSession | None = None,
+        ssl: SSLContext | bool = True,
     ) -> None:
         self.url = str(URL(url).update_query(name=name)) if name is not None else url
         self.name = name
@@ -79,6 +83,7 @@ class Client:
         self.backoff = backoff if backoff is not None else Backoff()
         self.heartbeat = heartbeat
         self.on_frame = on_frame
+        self.ssl = ssl
         self.welcome: Event | None = None
         self._http = session
         self._own_http = session is None
@@ -303,6 +308,7 @@ class Client:
                 heartbeat=self.heartbeat,
                 max_msg_size=0,
                 timeout=aiohttp.ClientWSTimeout(ws_close=self.timeout),
+                ssl=self.ssl,
             ),
             self.timeout,
         )
