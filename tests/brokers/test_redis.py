@@ -14,6 +14,7 @@ import pytest
 from roomcast.brokers.base import Draft, Publication
 from roomcast.brokers.redis import RedisBroker
 from roomcast.exceptions import BrokerError
+from roomcast.history.base import now_ms
 from roomcast.protocol import Member, encode_message
 from roomcast.testing import RedisProcess, free_port
 
@@ -169,9 +170,7 @@ async def test_missed_messages_are_caught_up_after_a_pubsub_reconnect(
     assert await got_a.wait_for("r", 4) == [1, 2, 3, 4]
 
 
-async def test_unreachable_at_start_then_reachable(
-    tmp_path: Path, brokers: StartBroker
-) -> None:
+async def test_unreachable_at_start_then_reachable(tmp_path: Path, brokers: StartBroker) -> None:
     port = free_port()
     broker, _ = await brokers(f"redis://127.0.0.1:{port}/0", wait=False)
     assert not broker.available
@@ -183,3 +182,33 @@ async def test_unreachable_at_start_then_reachable(
         assert (await broker.publish(draft("r", 1))).offset == 1
     finally:
         server.stop()
+
+
+async def test_each_rooms_size_and_ttl_come_from_limits(
+    redis_server: RedisProcess, brokers: StartBroker
+) -> None:
+    def limits(room: str) -> tuple[int, float]:
+        return (3, 0.0) if room.startswith("small:") else (10, 60.0)
+
+    def now(room: str, ts: int | None = None) -> Draft:
+        return Draft(room, msgspec.Raw(b"0"), None, now_ms() if ts is None else ts)
+
+    async def offsets(broker: RedisBroker, room: str, **where: int) -> list[int]:
+        return [offset for offset, _ in (await broker.read(room, limit=100, **where)).entries]
+
+    a, _ = await brokers(redis_server.url, limits=limits)
+    for room in ("small:a", "big:a"):
+        for _ in range(12):
+            await a.publish(now(room))
+    assert await offsets(a, "small:a", after=0) == [10, 11, 12]
+    assert await offsets(a, "big:a") == list(range(3, 13))
+    # A node whose namespace for big:* is smaller shows that many, whatever is stored.
+    b, _ = await brokers(redis_server.url, history_size=4)
+    assert await offsets(b, "big:a") == [9, 10, 11, 12]
+    assert await offsets(b, "big:a", after=2) == [9, 10, 11, 12]
+    assert await offsets(b, "big:a", before=11) == [9, 10]
+    assert (await a.publish(now("big:a", ts=1_000))).offset == 13  # stamped in 1970
+    await a.publish(now("big:a"))
+    assert await offsets(a, "big:a", after=0) == [14]  # 13 expired, and hides the older
+    assert await offsets(a, "big:a") == [14]
+    assert await offsets(b, "big:a", after=0) == [11, 12, 13, 14]  # no TTL on b

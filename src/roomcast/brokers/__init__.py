@@ -3,7 +3,8 @@
 The backend is chosen by the URL scheme of ``--broker``: ``memory://`` (one node, history
 in SQLite or memory), ``redis://`` and ``rediss://`` (a cluster of nodes sharing Redis),
 ``redis+cluster://`` and ``rediss+cluster://`` (sharing a Redis Cluster), ``nats://`` (a
-cluster of nodes sharing NATS with JetStream).
+cluster of nodes sharing NATS with JetStream). Every backend keeps each room's history
+size and TTL, its namespace's (:mod:`roomcast.history.limits`).
 """
 
 from __future__ import annotations
@@ -23,12 +24,10 @@ def create_broker(settings: Settings) -> Broker:
         return MemoryBroker(create_store(settings))
     if scheme in {"redis", "rediss", "redis+cluster", "rediss+cluster"}:
         from roomcast.brokers.redis import RedisBroker
+        from roomcast.history.limits import of_settings
 
         return RedisBroker(
-            settings.broker,
-            history_size=settings.history_size,
-            history_ttl=settings.history_ttl,
-            sharded=settings.redis_sharded,
+            settings.broker, limits=of_settings(settings), sharded=settings.redis_sharded
         )
     if scheme in {"nats", "tls"}:
         from roomcast.brokers.nats import NatsBroker

@@ -3,9 +3,10 @@
 The stream (``ROOMCAST`` by default) has one subject per room, ``<prefix>.room.<token>``,
 the token being the room name with every byte outside ``A-Za-z0-9_`` written as ``-xx``
 (dots, ``:`` and ``@`` never make extra tokens, and the token reads back to the name).
-It keeps ``max_msgs_per_subject`` = the history size, and republishes every *stored*
-message to ``<prefix>.live.<token>`` for the nodes' subscriptions. A stored message is
-a room's complete ``message`` event; its JSON carries the epoch, offset and ts.
+It keeps ``max_msgs_per_subject`` = the largest history size of any room, and
+republishes every *stored* message to ``<prefix>.live.<token>`` for the nodes'
+subscriptions. A stored message is a room's complete ``message`` event; its JSON
+carries the epoch, offset and ts.
 
 The epoch is the stream's: a hash of its creation time, so it changes exactly when the
 stream, with all history, is lost. Requests go through one reply subscription and fail
@@ -408,7 +409,9 @@ class RoomStream:
         self, subject: str, start: int, last: int, limit: int, oldest: int
     ) -> list[tuple[int, bytes]]:
         """Up to ``limit`` messages of ``subject`` from sequence ``start`` on, offsets up
-        to ``last``, none stamped before ``oldest``; from an ephemeral pull consumer."""
+        to ``last``, after the newest one stamped before ``oldest`` (and after a hole in
+        the offsets): consecutive offsets (:func:`roomcast.history.limits.visible`); from
+        an ephemeral pull consumer."""
         config = {
             "deliver_policy": "by_start_sequence", "opt_start_seq": start,
             "filter_subject": subject, "ack_policy": "none", "mem_storage": True,
@@ -470,6 +473,8 @@ class RoomStream:
                 continue
             if meta.offset > last:
                 return False
+            if meta.ts < oldest or (entries and meta.offset != entries[-1][0] + 1):
+                entries.clear()  # what a reader sees is one run, none of it expired
             if meta.ts >= oldest:
                 entries.append((meta.offset, msg.data))
             if meta.offset == last:

@@ -14,6 +14,11 @@ Offsets never restart while the stream lives: the stream has no ``max_age`` (it 
 also remove a quiet room's last message, the room's offset counter); the history TTL
 is applied when reading, as in the SQLite store.
 
+History size and TTL per room (``limits``, from the room's namespace): the stream's
+``max_msgs_per_subject`` is one number for every room, the largest size of all (so it
+bounds what NATS stores); a read shows only the room's own newest ``size`` offsets and,
+of those, the messages stamped within its TTL, as on every other backend.
+
 Delivery: each subscribed room is a core subscription on the subject the stream
 republishes stored messages to (a subscription on the stored subject would also get
 the publishes JetStream rejected). The broker delivers each room's publications in
@@ -57,6 +62,7 @@ from roomcast.brokers.jetstream import (
 )
 from roomcast.exceptions import BrokerError, ConfigError
 from roomcast.history.base import now_ms
+from roomcast.history.limits import Limits, fixed, largest_size, of_settings, oldest_ms
 from roomcast.protocol import encode_message
 
 if TYPE_CHECKING:
@@ -136,6 +142,7 @@ class NatsBroker(Broker):
         *,
         size: int = 1000,
         ttl: float = 0.0,
+        limits: Limits | None = None,
         prefix: str = "roomcast",
         stream: str = "ROOMCAST",
         replicas: int = 1,
@@ -147,7 +154,9 @@ class NatsBroker(Broker):
             raise ConfigError(f"bad NATS subject prefix {prefix!r}")
         if not _NAME.fullmatch(stream):
             raise ConfigError(f"bad JetStream stream name {stream!r}")
-        self.ttl = ttl
+        # Each room's history size and TTL (``size`` and ``ttl`` for all without it);
+        # ``size`` is the stream's bound per room, at least every room's size.
+        self.limits = limits or fixed(size, ttl)
         self.timeout = timeout
         self.js = RoomStream(
             servers,
@@ -176,8 +185,8 @@ class NatsBroker(Broker):
         url = parse_url(settings.broker)
         return cls(
             url.servers,
-            size=settings.history_size,
-            ttl=settings.history_ttl,
+            size=largest_size(settings),
+            limits=of_settings(settings),
             prefix=url.prefix,
             stream=url.stream,
             replicas=url.replicas,
@@ -426,7 +435,7 @@ class NatsBroker(Broker):
                 end = min(state.pending, default=0)  # the first offset after the gap
                 if not end:
                     state.behind = False
-                limit = end - state.offset - 1 if end else self.js.size
+                limit = end - state.offset - 1 if end else self.limits(room)[0]
                 try:
                     page = await self.read(room, after=state.offset, limit=limit)
                 except BrokerError as exc:
@@ -479,14 +488,15 @@ class NatsBroker(Broker):
         position = Position(self.js.epoch, head.offset if head is not None else 0)
         if head is None or limit <= 0:
             return Page(position, [])
+        size, ttl = self.limits(room)
         if after is not None:
             first, last = after + 1, head.offset
         else:
             last = head.offset if before is None else min(head.offset, before - 1)
             first = last - limit + 1
-        first = max(first, 1)
+        first = max(first, head.offset - size + 1, 1)  # the room's newest `size` only
         if first > last:
             return Page(position, [])
         start = await self.js.seek(subject, first, head)
-        oldest = now_ms() - int(self.ttl * 1000) if self.ttl > 0 else 0
+        oldest = oldest_ms(ttl, now_ms())
         return Page(position, await self.js.scan(subject, start, last, limit, oldest))

@@ -4,7 +4,9 @@ Per room, in keys sharing the hash tag ``{room}`` (so Redis Cluster keeps them o
 shard):
 
 - ``<prefix>:{room}:meta``: a hash with the room's ``epoch`` and ``top`` (newest offset);
-- ``<prefix>:{room}:log``: a stream of the retained messages, entry id ``<offset>-1``;
+- ``<prefix>:{room}:log``: a stream of the retained messages, entry id ``<offset>-1``,
+  at most the room's history size (``XADD MAXLEN``), expiring its history TTL after the
+  room's last publish;
 - ``<prefix>:{room}:ch``: the pub/sub channel (sharded pub/sub with ``sharded=True``),
   carrying ``<offset>\n<epoch>\n<message>`` for messages and ``e\n<session>\n<event>``
   for events (``joined``/``left``, not stored).
@@ -23,6 +25,10 @@ publishes go in a pipeline of their own, so a dead master fails only its own roo
 publishes, and pub/sub is a link per master (:mod:`roomcast.brokers.redis_shards`).
 Scripts run with ``EVAL`` there: a restarted master has lost its script cache, and
 loading a script into every master would fail while one of them is down.
+
+Each room keeps its namespace's history size and TTL (``limits``): the publish script
+gets them with each message, and a read shows only the room's newest ``size`` offsets,
+none stamped more than ``ttl`` seconds ago (:mod:`roomcast.history.limits`).
 
 No publish is ever retried automatically (:mod:`roomcast.brokers.redis_client`): one
 whose reply was lost may have been stored, and running it again would store it twice.
@@ -63,6 +69,8 @@ from roomcast.brokers.redis_client import (
     is_cluster,
 )
 from roomcast.exceptions import BrokerError
+from roomcast.history.base import now_ms
+from roomcast.history.limits import Limits, fixed, oldest_ms, visible
 
 if TYPE_CHECKING:
     from roomcast.brokers.redis_shards import ShardLinks
@@ -116,12 +124,13 @@ class RedisBroker(Broker):
         *,
         history_size: int = 1000,
         history_ttl: float = 0.0,
+        limits: Limits | None = None,
         sharded: bool = False,
         prefix: str = "roomcast",
     ) -> None:
         self.url = url
-        self.history_size = history_size
-        self.history_ttl = history_ttl
+        # Each room's history size and TTL (the same for all without ``limits``).
+        self.limits = limits or fixed(history_size, history_ttl)
         self.cluster = is_cluster(url)
         self.sharded = sharded or self.cluster  # a cluster routes SPUBLISH by hash slot
         self.prefix = prefix
@@ -322,7 +331,7 @@ class RedisBroker(Broker):
             last = self._rooms.get(room, -1)
             if last < 0:
                 continue  # its subscribe is still reading the position
-            page = await self.read(room, after=last, limit=self.history_size)
+            page = await self.read(room, after=last, limit=self.limits(room)[0])
             for offset, payload in page.entries:
                 self._publish_local(room, page.position.epoch, offset, payload)
 
@@ -356,15 +365,15 @@ class RedisBroker(Broker):
 
     async def _commit_group(self, batch: list[Pending]) -> None:
         command = "SPUBLISH" if self.sharded else "PUBLISH"
-        ttl_ms = int(self.history_ttl * 1000)
         try:
             async with self._gate, self._redis.pipeline(transaction=False) as pipe:
                 for draft, _ in batch:
                     head, tail = message_parts(draft)
                     keys = [self._key(draft.room, "meta"), self._key(draft.room, "log"),
                             self._channel(draft.room)]  # fmt: skip
-                    args: list[Any] = [secrets.token_hex(4), head, tail, self.history_size,
-                                       draft.ts, ttl_ms, command]  # fmt: skip
+                    size, ttl = self.limits(draft.room)
+                    args: list[Any] = [secrets.token_hex(4), head, tail, size, draft.ts,
+                                       int(ttl * 1000), command]  # fmt: skip
                     if isinstance(pipe, ClusterPipeline):
                         pipe.execute_command("EVAL", PUBLISH_SCRIPT, len(keys), *keys, *args)
                     else:
@@ -405,21 +414,21 @@ class RedisBroker(Broker):
         position = Position(epoch_raw.decode(), int(top_raw))
         if limit <= 0:
             return Page(position, [])
+        size, ttl = self.limits(room)
+        floor = position.offset - size  # older offsets are beyond the room's size
         log_key = self._key(room, "log")
         rows: Any
         if after is not None:
-            rows = await self._redis.xrange(log_key, f"({after}-1", "+", count=limit)
+            start = f"({max(after, floor)}-1" if max(after, floor) > 0 else "-"
+            rows = await self._redis.xrange(log_key, start, "+", count=limit)
         else:
             end = f"({before}-1" if before is not None else "+"
-            newest: Any = await self._redis.xrevrange(log_key, end, "-", count=limit)
+            lowest = f"({floor}-1" if floor > 0 else "-"
+            newest: Any = await self._redis.xrevrange(log_key, end, lowest, count=limit)
             rows = list(reversed(newest))
-        oldest = int(time.time() * 1000 - self.history_ttl * 1000) if self.history_ttl else 0
-        entries: list[tuple[int, bytes]] = [
-            (int(entry_id.split(b"-")[0]), fields[b"p"])
-            for entry_id, fields in rows
-            if int(fields[b"t"]) >= oldest
-        ]
-        return Page(position, entries)
+        stored = ((int(entry_id.split(b"-")[0]), int(fields[b"t"]), fields[b"p"])
+                  for entry_id, fields in rows)  # fmt: skip
+        return Page(position, visible(stored, oldest_ms(ttl, now_ms())))
 
 
 def _fail(batch: list[Pending], error: BrokerError) -> None:

@@ -1,9 +1,11 @@
 """The history store interface: where the single-node broker keeps messages.
 
-A store keeps, per room, the newest offset ever assigned and the retained messages
-(at most ``size`` per room, none older than ``ttl`` seconds when ``ttl`` > 0). All rooms
-of a store share one epoch, made when the store is created: it changes exactly when
-the history is lost (a memory store restarted, an SQLite file deleted).
+A store keeps, per room, the newest offset ever assigned and the retained messages:
+at most the room's ``size``, none older than its ``ttl`` seconds when ``ttl`` > 0, both
+given by ``limits(room)`` (the room's namespace, :mod:`roomcast.history.limits`), or the
+same ``size`` and ``ttl`` for every room without it. All rooms of a store share one
+epoch, made when the store is created: it changes exactly when the history is lost (a
+memory store restarted, an SQLite file deleted).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from roomcast.brokers.base import Page, Position
+from roomcast.history.limits import Limits, oldest_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,13 +31,19 @@ def now_ms() -> int:
 
 
 class HistoryStore(ABC):
-    def __init__(self, size: int, ttl: float) -> None:
+    def __init__(self, size: int, ttl: float, limits: Limits | None = None) -> None:
         self.size = size
         self.ttl = ttl
+        self.limits: Limits = limits or self._same_for_all
 
-    def oldest_kept_ts(self) -> int:
-        """Messages stamped before this (Unix ms) have expired; 0 without a TTL."""
-        return now_ms() - int(self.ttl * 1000) if self.ttl > 0 else 0
+    def _same_for_all(self, room: str) -> tuple[int, float]:
+        return self.size, self.ttl
+
+    def window(self, room: str, top: int) -> tuple[int, int]:
+        """What ``room`` may show when its newest offset is ``top``: offsets above the
+        first number, messages stamped at or after the second (Unix ms, 0: any)."""
+        size, ttl = self.limits(room)
+        return top - size, oldest_ms(ttl, now_ms())
 
     epoch = ""
 

@@ -7,6 +7,7 @@ from collections import deque
 
 from roomcast.brokers.base import Page, Position
 from roomcast.history.base import HistoryStore, Record
+from roomcast.history.limits import Limits, visible
 
 
 class _Stream:
@@ -18,8 +19,8 @@ class _Stream:
 
 
 class MemoryStore(HistoryStore):
-    def __init__(self, size: int, ttl: float) -> None:
-        super().__init__(size, ttl)
+    def __init__(self, size: int, ttl: float, limits: Limits | None = None) -> None:
+        super().__init__(size, ttl, limits)
         self.epoch = secrets.token_hex(4)
         self._streams: dict[str, _Stream] = {}
 
@@ -37,22 +38,21 @@ class MemoryStore(HistoryStore):
         for record in records:
             stream = self._streams.get(record.room)
             if stream is None:
-                stream = self._streams[record.room] = _Stream(self.size)
+                size = self.limits(record.room)[0]
+                stream = self._streams[record.room] = _Stream(size)
             stream.entries.append((record.offset, record.ts, record.payload))
             stream.top = record.offset
 
-    async def read(
-        self, room: str, *, after: int | None, before: int | None, limit: int
-    ) -> Page:
+    async def read(self, room: str, *, after: int | None, before: int | None, limit: int) -> Page:
         stream = self._streams.get(room)
-        if stream is None:
-            return Page(Position(self.epoch, 0), [])
-        oldest = self.oldest_kept_ts()
-        kept = [(offset, payload) for offset, ts, payload in stream.entries if ts >= oldest]
+        if stream is None or limit <= 0:
+            return Page(Position(self.epoch, 0 if stream is None else stream.top), [])
+        floor, oldest = self.window(room, stream.top)
+        kept = visible((e for e in stream.entries if e[0] > floor), oldest)
         if after is not None:
             entries = [entry for entry in kept if entry[0] > after][:limit]
         else:
             if before is not None:
                 kept = [entry for entry in kept if entry[0] < before]
-            entries = kept[-limit:] if limit > 0 else []
+            entries = kept[-limit:]
         return Page(Position(self.epoch, stream.top), entries)
