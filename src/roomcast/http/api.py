@@ -7,6 +7,7 @@ API is off and answers 403. Errors are JSON: ``{"type":"error","code":...,"messa
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -14,12 +15,15 @@ from aiohttp import web
 from msgspec import Raw, Struct
 
 from roomcast.exceptions import BrokerError, ErrorCode, ProtocolError
+from roomcast.http import openapi
 from roomcast.http.errors import error_response, json_body
 from roomcast.node import Node
-from roomcast.protocol import DEFAULT_HISTORY_LIMIT, TOO_DEEP, check_room, encode
+from roomcast.protocol import DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, TOO_DEEP, check_room, encode
 from roomcast.transports.websocket import NODE_KEY
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 class PublishBody(Struct, frozen=True):
@@ -34,6 +38,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/publish", _guarded(publish))
     app.router.add_get("/api/rooms/{room}/history", _guarded(history))
     app.router.add_get("/api/rooms/{room}/presence", _guarded(presence))
+    app.router.add_get(openapi.PATH, openapi.serve)
 
 
 def _guarded(handler: Callable[[web.Request, Node], Awaitable[web.Response]]) -> Handler:
@@ -88,12 +93,9 @@ async def publish(request: web.Request, node: Node) -> web.Response:
 
 async def history(request: web.Request, node: Node) -> web.Response:
     room = check_room(request.match_info["room"])
-    limit = _int_param(request, "limit")
-    limit = DEFAULT_HISTORY_LIMIT if limit is None else limit
+    limit = _int_param(request, "limit") or DEFAULT_HISTORY_LIMIT
     before = _int_param(request, "before")
-    if limit < 1:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "limit must be at least 1")
-    reply = await node.history(room, limit, before)
+    reply = await node.history(room, min(limit, MAX_HISTORY_LIMIT), before)
     body = {"room": room, "epoch": reply.epoch, "offset": reply.offset, "messages": reply.messages}
     return json_body(encode(body))
 
@@ -104,10 +106,17 @@ async def presence(request: web.Request, node: Node) -> web.Response:
 
 
 def _int_param(request: web.Request, name: str) -> int | None:
+    """A query parameter that must be an integer from 1 to 2**63-1, if present."""
     value = request.query.get(name)
     if value is None:
         return None
     try:
-        return int(value)
-    except ValueError:
+        if INTEGER.fullmatch(value) is None:
+            raise ValueError(value)
+        number = int(value)
+    except ValueError:  # not ASCII digits, or more digits than Python converts
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"{name} must be an integer") from None
+    top = openapi.MAX_INTEGER
+    if not 1 <= number <= top:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{name} must be from 1 to {top}")
+    return number
