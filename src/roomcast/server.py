@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 
 from aiohttp import web
 
 from roomcast.config import Settings
 from roomcast.http.app import create_app
+from roomcast.http.guard import watch_handshakes
 from roomcast.node import Node
 
 log = logging.getLogger("roomcast.server")
@@ -24,6 +26,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    context = tls_context(settings)  # before anything starts: a bad certificate exits
     node = Node(settings)
     runner = web.AppRunner(
         create_app(node),
@@ -32,13 +35,19 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         handler_cancellation=True,  # a stream or poll ends when its client goes away
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=4096, reuse_address=True)
+    watch_handshakes(runner)  # --handshake-timeout
+    site = web.TCPSite(
+        runner, settings.host, settings.port, ssl_context=context, backlog=4096, reuse_address=True
+    )
     await site.start()
     await node.start()
+    scheme, ws_scheme = ("http", "ws") if context is None else ("https", "wss")
     log.info(
-        "roomcast serving on http://%s:%d (/ws, /sse, /poll; broker %s, history %s)",
+        "roomcast serving on %s://%s:%d (/ws over %s, /sse, /poll; broker %s, history %s)",
+        scheme,
         settings.host,
         settings.port,
+        ws_scheme,
         settings.broker,
         settings.history,
     )
@@ -54,6 +63,22 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         await node.drain()
         await runner.cleanup()
         log.info("stopped")
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server's TLS context (``--tls-cert``/``--tls-key``), or None to serve plain
+    HTTP: TLS 1.2 or later, Python's secure defaults for ciphers and options, HTTP/1.1
+    announced over ALPN. A certificate that cannot be loaded is an OSError."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise OSError(f"cannot load --tls-cert/--tls-key: {exc}") from exc
+    return context
 
 
 def raise_file_limit() -> int:

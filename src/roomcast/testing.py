@@ -5,7 +5,8 @@
         server.restart()
 
 The server is started with ``python -m roomcast serve`` on a free port and is ready
-when its ``/ready`` answers 200.
+when its ``/ready`` answers 200. Started with ``--tls-cert`` (or ``ROOMCAST_TLS_CERT``
+in ``env``) it serves TLS: its URLs are https:// and wss://.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -72,12 +74,17 @@ class ServerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
+    def tls(self) -> bool:
+        """Whether the server serves TLS (it was given a certificate)."""
+        return "--tls-cert" in self.args or "ROOMCAST_TLS_CERT" in self.env
+
+    @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}/ws"
 
     @property
     def pid(self) -> int:
@@ -99,12 +106,21 @@ class ServerProcess:
         return self
 
     def wait_ready(self, timeout: float = 20.0, path: str = "/ready") -> None:
+        """Poll ``path`` until it answers 200. Over TLS the probe does not check the
+        certificate (a test's own, self-signed): it only asks whether the server is up."""
+        context = None
+        if self.tls:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
             try:
-                with urllib.request.urlopen(self.http_url + path, timeout=1) as answer:
+                with urllib.request.urlopen(
+                    self.http_url + path, timeout=1, context=context
+                ) as answer:
                     if answer.status == 200:
                         return
             except (urllib.error.URLError, OSError):
