@@ -15,6 +15,8 @@ import msgspec
 from roomcast.exceptions import ConfigError
 from roomcast.policy import Namespace
 
+MIN_TOKEN_SECRET = 32
+
 
 def default_node_id(port: int) -> str:
     return f"{socket.gethostname()}-{port}-{secrets.token_hex(2)}"
@@ -95,8 +97,11 @@ class Settings:
             raise ConfigError(f"--auth must be off, optional or required, not {self.auth!r}")
         if self.auth != "off" and self.token_secret is None and self.token_public_key is None:
             raise ConfigError(f"--auth {self.auth} needs --token-secret or --token-public-key")
-        if self.token_secret is not None and len(self.token_secret) < 16:
-            raise ConfigError("--token-secret must be at least 16 characters")
+        if self.token_secret is not None and len(self.token_secret.encode()) < MIN_TOKEN_SECRET:
+            raise ConfigError(
+                f"--token-secret must be at least {MIN_TOKEN_SECRET} bytes (RFC 7518: an HS256 "
+                "key is as long as the hash)"
+            )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together")
         limits = {

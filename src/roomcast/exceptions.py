@@ -27,6 +27,8 @@ class ErrorCode:
     UNAVAILABLE: Final = "unavailable"
     # HTTP only: no or a wrong API key or session token.
     UNAUTHORIZED: Final = "unauthorized"
+    # The connection token expired: get a new one (HTTP 401; `refresh` on a connection).
+    TOKEN_EXPIRED: Final = "token_expired"
     # SSE and long polling: the cursor's epoch is gone, or history no longer reaches it.
     CURSOR_EXPIRED: Final = "cursor_expired"
 
@@ -40,6 +42,7 @@ class CloseCode:
     SERVICE_RESTART: Final = 1012
     SLOW_CONSUMER: Final = 4001
     HEARTBEAT_TIMEOUT: Final = 4002
+    TOKEN_EXPIRED: Final = 4003  # the token expired and no `refresh` came in the grace
 
 
 class RoomcastError(Exception):

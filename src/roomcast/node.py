@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from typing import TYPE_CHECKING
 
 from msgspec import Raw
 
+from roomcast.auth import Authenticator, Identity
 from roomcast.brokers import Broker, Draft, Publication, create_broker
 from roomcast.config import Settings
 from roomcast.exceptions import BrokerError, CloseCode, ErrorCode, ProtocolError
@@ -27,6 +29,7 @@ from roomcast.protocol import (
     Welcome,
     check_room,
     encode,
+    encode_error,
 )
 from roomcast.session import Session
 from roomcast.tokens import Signer
@@ -50,6 +53,7 @@ class Node:
         self.broker.on_event = self.hub.tell
         self.sessions: dict[str, Session] = {}
         self.signer = Signer(settings.secret or secrets.token_urlsafe(32))
+        self.auth = Authenticator(settings)
         self.state = "starting"  # starting -> ready -> draining -> stopped
         self._opening: dict[str, asyncio.Future[Room]] = {}
         self._subscriptions = asyncio.Lock()
@@ -99,7 +103,7 @@ class Node:
     def open_session(
         self,
         transport: Transport,
-        user: str,
+        identity: Identity | str,
         *,
         session_id: str | None = None,
         announce: bool = True,
@@ -108,8 +112,9 @@ class Node:
     ) -> Session:
         """A new session on ``transport``; it is greeted with ``welcome`` (carrying the
         session token of a one-way transport) unless ``welcome`` is False."""
-        session = Session(self, transport, user, session_id=session_id, announce=announce)
+        session = Session(self, transport, identity, session_id=session_id, announce=announce)
         self.sessions[session.id] = session
+        self.watch_expiry(session)
         if welcome:
             heartbeat = number(self.settings.heartbeat)
             session.reply(encode(Welcome(session.id, self.settings.node_id, heartbeat, token)))
@@ -118,6 +123,8 @@ class Node:
     def close_session(self, session: Session) -> None:
         """Forget a session whose connection ended: it leaves all its rooms."""
         session.closed = True
+        if session.expiry is not None:
+            session.expiry.cancel()
         if self.sessions.get(session.id) is session:  # not a newer one with the same id
             del self.sessions[session.id]
         for name in list(session.rooms):
@@ -134,6 +141,24 @@ class Node:
         session.transport.close(code, reason)
         # Not now: this may run inside a fan-out loop over a room's members.
         asyncio.get_running_loop().call_soon(self.close_session, session)
+
+    def watch_expiry(self, session: Session) -> None:
+        """Close ``session`` with 4003 once its token has expired and the grace has passed,
+        unless a ``refresh`` comes first (which calls this again)."""
+        if session.expiry is not None:
+            session.expiry.cancel()
+            session.expiry = None
+        expires = session.identity.expires
+        if expires and not session.closed:
+            delay = max(0.0, expires + self.settings.token_grace - time.time())
+            loop = asyncio.get_running_loop()
+            session.expiry = loop.call_later(delay, self._expire, session)
+
+    def _expire(self, session: Session) -> None:
+        session.expiry = None
+        error = ProtocolError(ErrorCode.TOKEN_EXPIRED, "the connection token expired")
+        session.reply(encode_error(error))
+        self.disconnect(session, CloseCode.TOKEN_EXPIRED, "token expired")
 
     def disconnect_slow(self, session: Session) -> None:
         log.warning("session %s disconnected: slow consumer", session.id)
@@ -158,6 +183,7 @@ class Node:
     ) -> Ok:
         """Make ``session`` a member of room ``name``, replaying from ``since`` first."""
         self._check_ready(command_id)
+        self.auth.check_join(session.identity, name, command_id)
         room = await self._room(name)
         recovered: bool | None = None
         room.opening += 1
@@ -241,21 +267,26 @@ class Node:
         self._remove(room, session)
 
     def _add(self, room: Room, session: Session) -> None:
-        if self.hub.add_member(room, session) and session.announce:
+        if self.hub.add_member(room, session) and self._announces(session, room.name):
             self.presence_agent.joined(room.name, session.member)
 
     def _remove(self, room: Room, session: Session) -> None:
         name = room.name
         if self.hub.remove_member(room, session):
             self._spawn(self._unsubscribe(name))
-        if session.announce:
+        if self._announces(session, name):
             self.presence_agent.left(name, session.member)
+
+    def _announces(self, session: Session, room: str) -> bool:
+        """The session's joining and leaving ``room`` are presence events."""
+        return session.announce and self.settings.namespace(room).presence
 
     def touch_presence(self, rooms: list[str], member: Member) -> None:
         """A long-poll member polled: present until after its next poll would end."""
         ttl = self.settings.poll_timeout + self.settings.presence_ttl
         for room in rooms:
-            self.presence_agent.touch(room, member, ttl)
+            if self.settings.namespace(room).presence:
+                self.presence_agent.touch(room, member, ttl)
 
     async def _unsubscribe(self, name: str) -> None:
         async with self._subscriptions:
@@ -319,9 +350,10 @@ class Node:
         return self.broker.publish(Draft(room, data, sender, now_ms()))
 
     async def presence(self, room: str) -> list[Member]:
-        """Members of ``room`` on every node."""
+        """Members of ``room`` on every node (at most ``--max-presence`` of them)."""
         try:
-            return await self.presence_agent.members(check_room(room))
+            members = await self.presence_agent.members(check_room(room))
+            return members[: self.settings.max_presence]
         except BrokerError as exc:
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"presence unavailable: {exc}") from exc
 

@@ -61,9 +61,18 @@ class Ping(Struct, tag="ping", tag_field="type", frozen=True):
     id: CommandId = None
 
 
-Command = Join | Leave | Publish | Presence | History | Ping
+class Refresh(Struct, tag="refresh", tag_field="type", frozen=True):
+    """A new connection token for the same user, before the current one expires."""
+
+    token: str
+    id: CommandId = None
+
+
+Command = Join | Leave | Publish | Presence | History | Ping | Refresh
 RoomCommand = Join | Leave | Publish | Presence | History
-COMMAND_TYPES: Final = frozenset({"join", "leave", "publish", "presence", "history", "ping"})
+COMMAND_TYPES: Final = frozenset(
+    {"join", "leave", "publish", "presence", "history", "ping", "refresh"}
+)
 
 _command_decoder: Final = msgspec.json.Decoder(Command)
 _any_decoder: Final = msgspec.json.Decoder()
@@ -83,7 +92,7 @@ def decode_command(frame: str | bytes) -> Command:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "the frame is not valid JSON") from None
     except RecursionError:
         raise ProtocolError(ErrorCode.BAD_REQUEST, TOO_DEEP) from None
-    if not isinstance(command, Ping):
+    if not isinstance(command, Ping | Refresh):
         check_room(command.room, command.id)
         if isinstance(command, History) and command.limit < 1:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "`limit` must be at least 1", command.id)
@@ -178,6 +187,7 @@ class Ok(Struct, tag="ok", tag_field="type", omit_defaults=True):
     recovered: bool | None = None
     members: list[Member] | None = None
     messages: list[Raw] | None = None
+    expires: int | None = None  # refresh: when the new token ends (unix time; 0: never)
 
 
 class Header(Struct):

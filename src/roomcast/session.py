@@ -12,6 +12,7 @@ import secrets
 from functools import partial
 from typing import TYPE_CHECKING
 
+from roomcast.auth import Identity
 from roomcast.brokers.base import Publication
 from roomcast.exceptions import ErrorCode, ProtocolError
 from roomcast.frame import Frame
@@ -27,6 +28,7 @@ from roomcast.protocol import (
     Pong,
     Presence,
     Publish,
+    Refresh,
     decode_command,
     encode,
     encode_error,
@@ -46,15 +48,15 @@ def new_session_id() -> str:
 
 class Session:
     __slots__ = (
-        "announce", "awaiting_pong", "bucket", "closed", "id", "member", "node", "rooms",
-        "transport",
+        "announce", "awaiting_pong", "bucket", "closed", "expiry", "id", "identity", "member",
+        "node", "rooms", "transport",
     )  # fmt: skip
 
     def __init__(
         self,
         node: Node,
         transport: Transport,
-        user: str,
+        identity: Identity | str,
         *,
         session_id: str | None = None,
         announce: bool = True,
@@ -62,7 +64,10 @@ class Session:
         self.node = node
         self.transport = transport
         self.id = session_id or new_session_id()
-        self.member = Member(self.id, user)
+        # A bare name is a user with no limits (tests, and the node's own sessions).
+        self.identity = identity if isinstance(identity, Identity) else Identity(identity)
+        self.member = Member(self.id, self.identity.user)
+        self.expiry: asyncio.TimerHandle | None = None  # closes it when its token expires
         # False for the brief sessions of a long poll: their presence is kept by the poll
         # itself (with a deadline), not by their joining and leaving rooms.
         self.announce = announce
@@ -128,6 +133,7 @@ class Session:
                 self.reply(encode(Ok(id=command.id, room=command.room)))
             case Presence():
                 self._require_member(command.room, command.id)
+                node.auth.check_presence(command.room, command.id)
                 members = await node.presence(command.room)
                 self.reply(encode(Ok(id=command.id, room=command.room, members=members)))
             case History():
@@ -136,14 +142,24 @@ class Session:
                 self.reply(encode(_with_id(reply, command.id)))
             case Ping():
                 self.reply(encode(Pong(id=command.id)))
+            case Refresh():
+                self.refresh(node.auth.verify(command.token), command.id)
+                self.reply(encode(Ok(id=command.id, expires=int(self.identity.expires))))
+
+    def refresh(self, identity: Identity, command_id: CommandId = None) -> None:
+        """Go on with a new token of the same user; its expiry replaces the old one."""
+        if self.identity.anonymous or identity.user != self.identity.user:
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN, "a refresh token must be for the connection's user",
+                command_id,
+            )  # fmt: skip
+        self.identity = identity
+        self.node.watch_expiry(self)
 
     def _publish(self, command: Publish) -> None:
         self._require_member(command.room, command.id)
         node = self.node
-        if node.settings.is_readonly(command.room):
-            raise ProtocolError(
-                ErrorCode.FORBIDDEN, "clients may not publish to this room", command.id
-            )
+        node.auth.check_publish(self.identity, command.room, command.id)
         if len(command.data) > node.settings.max_data_size:
             raise ProtocolError(
                 ErrorCode.TOO_LARGE,

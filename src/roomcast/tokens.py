@@ -16,6 +16,7 @@ from typing import Any, Final
 import jwt
 import msgspec
 
+from roomcast.auth import Grants, Identity
 from roomcast.exceptions import ErrorCode, ProtocolError
 
 ALGORITHM: Final = "HS256"
@@ -23,15 +24,32 @@ LIFETIME: Final = 24 * 3600.0  # seconds; every poll answer carries a fresh toke
 
 
 class SessionClaims(msgspec.Struct, frozen=True):
+    """A one-way session: its id, rooms, and who it is (from its connection token)."""
+
     sid: str
     user: str
     rooms: tuple[str, ...]
+    anonymous: bool = True
+    grants: Grants | None = None  # None: no limits (--auth off)
+    expires: float = 0.0  # when the connection token ends (unix time; 0: never)
+
+    @classmethod
+    def of(cls, sid: str, identity: Identity, rooms: tuple[str, ...]) -> SessionClaims:
+        return cls(sid, identity.user, rooms, identity.anonymous, identity.grants,
+                   identity.expires)  # fmt: skip
+
+    @property
+    def identity(self) -> Identity:
+        return Identity(self.user, self.anonymous, self.grants, self.expires)
 
     def renamed(self, sid: str) -> SessionClaims:
-        return SessionClaims(sid, self.user, self.rooms)
+        return msgspec.structs.replace(self, sid=sid)
 
     def with_rooms(self, rooms: tuple[str, ...]) -> SessionClaims:
-        return SessionClaims(self.sid, self.user, rooms)
+        return msgspec.structs.replace(self, rooms=rooms)
+
+    def with_identity(self, identity: Identity) -> SessionClaims:
+        return SessionClaims.of(self.sid, identity, self.rooms)
 
 
 class Signer:
@@ -41,12 +59,8 @@ class Signer:
         self._lifetime = lifetime
 
     def issue(self, claims: SessionClaims) -> str:
-        payload: dict[str, Any] = {
-            "sid": claims.sid,
-            "user": claims.user,
-            "rooms": list(claims.rooms),
-            "exp": int(time.time() + self._lifetime),
-        }
+        payload: dict[str, Any] = msgspec.to_builtins(claims)
+        payload["exp"] = int(time.time() + self._lifetime)
         return jwt.encode(payload, self._secret, algorithm=ALGORITHM)
 
     def verify(self, token: str) -> SessionClaims:

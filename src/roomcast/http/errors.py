@@ -11,6 +11,7 @@ STATUS = {
     ErrorCode.BAD_REQUEST: 400,
     ErrorCode.INVALID_ROOM: 400,
     ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.TOKEN_EXPIRED: 401,
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.CURSOR_EXPIRED: 409,
     ErrorCode.TOO_LARGE: 413,
@@ -25,6 +26,6 @@ def json_body(payload: bytes, status: int = 200) -> web.Response:
 
 def error_response(error: ProtocolError) -> web.Response:
     response = json_body(encode_error(error), STATUS.get(error.code, 400))
-    if error.code == ErrorCode.UNAUTHORIZED:
+    if error.code in {ErrorCode.UNAUTHORIZED, ErrorCode.TOKEN_EXPIRED}:
         response.headers["WWW-Authenticate"] = 'Bearer realm="roomcast"'
     return response

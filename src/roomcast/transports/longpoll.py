@@ -114,7 +114,7 @@ async def poll_handler(request: web.Request) -> web.StreamResponse:
         # an earlier poll of this session still waits here: it answers now
         previous.transport.close(1000, "another poll of this session came")
     session = node.open_session(
-        link, claims.user, session_id=claims.sid, announce=False, welcome=False
+        link, claims.identity, session_id=claims.sid, announce=False, welcome=False
     )
     try:
         expired = await join_rooms(node, session, claims.rooms, positions, cursor)

@@ -13,7 +13,7 @@ from roomcast.http.errors import json_body
 from roomcast.protocol import Header, Since, check_room, encode, event_header
 from roomcast.session import new_session_id
 from roomcast.tokens import SessionClaims
-from roomcast.transports.websocket import NODE_KEY, user_name
+from roomcast.transports.websocket import NODE_KEY, identify
 
 if TYPE_CHECKING:
     from roomcast.node import Node
@@ -65,15 +65,21 @@ def _position(part: str) -> tuple[str, int]:
     return epoch, int(offset)
 
 
-def claims_of(request: web.Request) -> SessionClaims:
-    """The session of the request: from its token (``?session=``), or a new one for the
-    rooms in ``?rooms=a,b`` and the name in ``?name=``."""
+def claims_of(request: web.Request, *, refreshing: bool = False) -> SessionClaims:
+    """The session of the request: from its session token (``?session=``), or a new one
+    for the rooms in ``?rooms=a,b``, as the user of the connection token (or the name in
+    ``?name=``). ``token_expired`` once the connection token has expired (and its grace
+    passed), unless ``refreshing``."""
     node = request.app[NODE_KEY]
     token = request.query.get("session") or request.headers.get("X-Roomcast-Session")
     if token:
-        return node.signer.verify(token)
+        claims = node.signer.verify(token)
+        if not refreshing and claims.identity.expired(node.settings.token_grace):
+            raise ProtocolError(ErrorCode.TOKEN_EXPIRED, "the connection token expired")
+        return claims
+    identity = identify(node, request)
     rooms = parse_rooms(node, request.query.get("rooms", ""))
-    return SessionClaims(new_session_id(), user_name(request), tuple(rooms))
+    return SessionClaims.of(new_session_id(), identity, tuple(rooms))
 
 
 def parse_rooms(node: Node, text: str) -> list[str]:

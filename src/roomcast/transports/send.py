@@ -25,6 +25,7 @@ from roomcast.protocol import (
     Leave,
     Member,
     Ok,
+    Refresh,
     check_room,
     decode_command,
     encode,
@@ -100,7 +101,11 @@ async def send_handler(request: web.Request) -> web.StreamResponse:
             raise ProtocolError(ErrorCode.UNAUTHORIZED, "send the session token: ?session=T")
         claims = node.signer.verify(token)
         command = decode_command(await _body(request, node))
+        if not isinstance(command, Refresh) and claims.identity.expired(node.settings.token_grace):
+            raise ProtocolError(ErrorCode.TOKEN_EXPIRED, "the connection token expired")
         match command:
+            case Refresh():
+                payload = _refresh(node, claims, command)
             case Join():
                 payload = await _join(node, claims, command)
             case Leave():
@@ -132,8 +137,19 @@ async def _body(request: web.Request, node: Node) -> bytes:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"the body is larger than {limit} bytes") from None
 
 
+def _refresh(node: Node, claims: SessionClaims, command: Refresh) -> bytes:
+    """A new connection token: a new session token with its expiry and grants."""
+    identity = node.auth.verify(command.token)
+    if claims.anonymous or identity.user != claims.user:
+        message = "a refresh token must be for the connection's user"
+        raise ProtocolError(ErrorCode.FORBIDDEN, message, command.id)
+    ok = Ok(id=command.id, expires=int(identity.expires))
+    return _with_token(encode(ok), node.signer.issue(claims.with_identity(identity)))
+
+
 async def _join(node: Node, claims: SessionClaims, command: Join) -> bytes:
     room = check_room(command.room, command.id)
+    node.auth.check_join(claims.identity, room, command.id)
     if room not in claims.rooms and len(claims.rooms) >= node.settings.max_rooms:
         limit = node.settings.max_rooms
         raise ProtocolError(ErrorCode.RATE_LIMITED, f"already in {limit} rooms", command.id)
@@ -160,7 +176,7 @@ async def _execute(
 ) -> bytes:
     """publish, presence, history, ping: as a session of the client's, for one reply."""
     link = ReplyTransport()
-    session = Session(node, link, claims.user, session_id=claims.sid, announce=False)
+    session = Session(node, link, claims.identity, session_id=claims.sid, announce=False)
     session.rooms.update(claims.rooms)
     session.bucket = request.app[BUCKETS_KEY].of(claims.sid)
     await session.execute(command)

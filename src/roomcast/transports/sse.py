@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, ClassVar, Final
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 
-from roomcast.exceptions import ErrorCode, ProtocolError
+from roomcast.exceptions import CloseCode, ErrorCode, ProtocolError
 from roomcast.frame import Frame
 from roomcast.http.errors import error_response
 from roomcast.protocol import Header
@@ -131,8 +131,8 @@ class SSETransport:
         self._write(PING)
 
     def close(self, code: int, reason: str) -> None:
-        if code != 1012 and self._transport is not None:  # slow: do not wait for it
-            self._transport.abort()
+        if code == CloseCode.SLOW_CONSUMER and self._transport is not None:
+            self._transport.abort()  # do not wait for a client that stopped reading
         self._finish()
 
     def _finish(self) -> None:
@@ -154,7 +154,7 @@ async def sse_handler(request: web.Request) -> web.StreamResponse:
     link = SSETransport(cursor, node.settings.max_buffer)
     claims = claims.renamed(new_session_id())  # a stream is a session of its own
     session = node.open_session(
-        link, claims.user, session_id=claims.sid, token=node.signer.issue(claims)
+        link, claims.identity, session_id=claims.sid, token=node.signer.issue(claims)
     )
     try:
         expired = await join_rooms(node, session, claims.rooms, positions, cursor, reply=True)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, ClassVar, Final
 
 from aiohttp import WSMsgType, web
 
+from roomcast.auth import Identity
 from roomcast.config import Settings
 from roomcast.exceptions import ErrorCode, ProtocolError
 from roomcast.frame import Frame
@@ -105,6 +106,21 @@ def user_name(request: web.Request) -> str:
     return name
 
 
+def connection_token(request: web.Request) -> str | None:
+    """The client's connection token: ``?token=`` (browsers cannot set headers on a
+    WebSocket or EventSource) or ``Authorization: Bearer``."""
+    token = request.query.get("token")
+    if token:
+        return token
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+def identify(node: Node, request: web.Request) -> Identity:
+    """Who the client of a new connection is; a ProtocolError (401) if it may not connect."""
+    return node.auth.identify(connection_token(request), user_name(request))
+
+
 def websocket_response(settings: Settings) -> web.WebSocketResponse:
     """The WebSocket stack of roomcast: no compression (fan-out writes pre-built frames),
     pings answered by the session (it notes the client is alive), bounded messages."""
@@ -122,7 +138,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     if node.state != "ready":  # a broker outage is no reason: publishes say `unavailable`
         raise web.HTTPServiceUnavailable(text="the server is not accepting connections")
     try:
-        user = user_name(request)
+        identity = identify(node, request)
     except ProtocolError as refused:
         return error_response(refused)
     settings = node.settings
@@ -132,7 +148,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     if transport is None:  # the client went away during the handshake
         return ws
     link = WebSocketTransport(ws, transport, settings.max_buffer, settings.close_timeout)
-    session = node.open_session(link, user)
+    session = node.open_session(link, identity)
     try:
         async for message in ws:
             if message.type is WSMsgType.TEXT:
