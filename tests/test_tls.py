@@ -24,6 +24,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from oneway_client import OneWay
 
 from roomcast.client import Client, ConnectError
+from roomcast.config import Settings
+from roomcast.server import tls_context
 from roomcast.testing import ServerProcess, free_port
 
 
@@ -172,13 +174,54 @@ async def test_an_untrusted_certificate_is_refused(tls_server: ServerProcess, pk
         await websockets.connect(tls_server.ws_url, ssl=other.client_context(), open_timeout=5)
 
 
-def test_a_certificate_that_does_not_load_stops_the_server(tmp_path: Path, pki: Pki) -> None:
-    bad = tmp_path / "bad.pem"
-    bad.write_text("not a certificate\n")
+def encrypted_key(pki: Pki, directory: Path) -> Path:
+    key = serialization.load_pem_private_key(pki.key.read_bytes(), None)
+    path = directory / "encrypted.key"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("garbage certificate", "PEM lib"),
+        ("key of another certificate", "KEY_VALUES_MISMATCH"),
+        ("encrypted key", "the private key is encrypted; give one without a passphrase"),
+    ],
+)
+def test_a_certificate_that_does_not_load_stops_the_server(
+    tmp_path: Path, pki: Pki, case: str, reason: str
+) -> None:
+    cert, key = pki.cert, pki.key
+    if case == "garbage certificate":
+        cert = tmp_path / "bad.pem"
+        cert.write_text("not a certificate\n")
+    elif case == "key of another certificate":
+        cert = pki.ca
+    else:
+        key = encrypted_key(pki, tmp_path)
     command = [
         sys.executable, "-m", "roomcast", "serve", "--history", "memory",
-        "--port", str(free_port()), "--tls-cert", str(bad), "--tls-key", str(pki.key),
+        "--port", str(free_port()), "--tls-cert", str(cert), "--tls-key", str(key),
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=30, check=False, stdin=subprocess.DEVNULL
+    )
     assert done.returncode == 1
-    assert "cannot load --tls-cert/--tls-key" in done.stderr
+    assert "cannot load --tls-cert/--tls-key: " in done.stderr
+    assert reason in done.stderr
+
+
+def test_tls_context_is_tls12_or_later_and_none_without_a_certificate(pki: Pki) -> None:
+    assert tls_context(Settings()) is None
+    context = tls_context(Settings(tls_cert=pki.cert, tls_key=pki.key))
+    assert context is not None
+    assert context.minimum_version is ssl.TLSVersion.TLSv1_2
+    assert context.verify_mode is ssl.CERT_NONE  # clients are not asked for certificates
+    assert all(c["kea"] in {"kx-any", "kx-ecdhe", "kx-dhe"} for c in context.get_ciphers())

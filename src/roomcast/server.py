@@ -75,10 +75,15 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_alpn_protocols(["http/1.1"])
     try:
-        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+        context.load_cert_chain(settings.tls_cert, settings.tls_key, password=_no_passphrase)
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         raise OSError(f"cannot load --tls-cert/--tls-key: {exc}") from exc
     return context
+
+
+def _no_passphrase() -> str:
+    """Called for an encrypted key: refuse it rather than let OpenSSL ask on a terminal."""
+    raise ValueError("the private key is encrypted; give one without a passphrase")
 
 
 def raise_file_limit() -> int:
