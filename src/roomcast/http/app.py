@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from roomcast.http import api, pages
+from roomcast.http.guard import Guard
 from roomcast.node import Node
 from roomcast.transports.echo import echo_handler
 from roomcast.transports.longpoll import poll_handler
@@ -15,7 +16,9 @@ from roomcast.transports.websocket import NODE_KEY, websocket_handler
 
 def create_app(node: Node) -> web.Application:
     # The HTTP API reads bodies itself, to answer an oversized one with a JSON error.
-    app = web.Application(client_max_size=node.settings.max_message_size)
+    app = web.Application(
+        client_max_size=node.settings.max_message_size, middlewares=[Guard(node.settings)]
+    )
     app[NODE_KEY] = node
     app[BUCKETS_KEY] = Buckets(node.settings.publish_rate, node.settings.publish_burst)
     app.router.add_get("/ws", websocket_handler)
