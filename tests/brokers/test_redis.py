@@ -212,3 +212,6 @@ async def test_each_rooms_size_and_ttl_come_from_limits(
     assert await offsets(a, "big:a", after=0) == [14]  # 13 expired, and hides the older
     assert await offsets(a, "big:a") == [14]
     assert await offsets(b, "big:a", after=0) == [11, 12, 13, 14]  # no TTL on b
+    assert 0 < await b._redis.pttl("roomcast:{big:a}:log") <= 60_000
+    await b.publish(now("big:a"))  # b keeps big:* for ever: the log no longer expires
+    assert await b._redis.pttl("roomcast:{big:a}:log") == -1

@@ -88,6 +88,8 @@ local payload = ARGV[2] .. epoch .. '","offset":' .. offset .. ARGV[3]
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], offset .. '-1', 'p', payload, 't', ARGV[5])
 if tonumber(ARGV[6]) > 0 then
   redis.call('PEXPIRE', KEYS[2], ARGV[6])
+else
+  redis.call('PERSIST', KEYS[2])
 end
 redis.call(ARGV[7], KEYS[3], offset .. '\\n' .. epoch .. '\\n' .. payload)
 return {offset, epoch}
