@@ -108,7 +108,9 @@ class Broker(ABC):
         self, room: str, *, after: int | None = None, before: int | None = None, limit: int
     ) -> Page:
         """Messages of ``room``: with ``after``, the oldest ``limit`` ones newer than it;
-        otherwise the newest ``limit`` ones older than ``before`` (if given)."""
+        otherwise the newest ``limit`` ones older than ``before`` (if given). Only those
+        the room still shows, under its namespace's history size and TTL: consecutive
+        offsets (:mod:`roomcast.history.limits`)."""
 
 
 Pending = tuple[Draft, "asyncio.Future[Publication]"]
