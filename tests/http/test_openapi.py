@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -13,7 +14,6 @@ from typing import Any
 
 import pytest
 import schemathesis
-from conftest import ServerFactory
 
 from roomcast.config import Settings
 from roomcast.http.app import create_app
@@ -29,10 +29,12 @@ TESTED = {
 }  # fmt: skip
 
 
-@pytest.fixture
-def api_server(server_factory: ServerFactory) -> ServerProcess:
-    """The default SQLite history, so that bounds the store has are reached too."""
-    return server_factory("--api-key", KEY)
+@pytest.fixture(scope="module")
+def api_server() -> Iterator[ServerProcess]:
+    """One server for the module, on the default SQLite history (so that the bounds of
+    the store are reached too)."""
+    with ServerProcess(["--api-key", KEY]) as server:
+        yield server
 
 
 def fetch(url: str) -> tuple[int, str, Any]:
@@ -138,3 +140,24 @@ def test_schemathesis_finds_nothing(api_server: ServerProcess, tmp_path: Path) -
     assert {case.attrib["name"] for case in suite.iter("testcase")} == TESTED
     assert suite.attrib["failures"] == suite.attrib["errors"] == "0"
     assert " ERROR roomcast" not in api_server.log()
+
+
+@pytest.mark.parametrize(
+    "raw", [b'{"room":"utf8","data":"\xc3"}', b'{"room":"utf8\xff","data":1}', b"\xfe\xff"]
+)
+def test_a_body_that_is_not_utf8_is_a_bad_request(api_server: ServerProcess, raw: bytes) -> None:
+    """Stored, such data would break every WebSocket member's text frames (close 1007)."""
+    request = urllib.request.Request(
+        api_server.http_url + "/api/publish", data=raw, method="POST",
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 400
+    assert json.loads(refused.value.read())["code"] == "bad_request"
+    history = urllib.request.Request(
+        api_server.http_url + "/api/rooms/utf8/history",
+        headers={"Authorization": f"Bearer {KEY}"},
+    )
+    with urllib.request.urlopen(history, timeout=5) as answer:
+        assert (json.loads(answer.read())["offset"]) == 0

@@ -73,12 +73,7 @@ async def publish(request: web.Request, node: Node) -> web.Response:
         raise ProtocolError(
             ErrorCode.TOO_LARGE, f"the body is larger than {settings.max_message_size} bytes"
         ) from None
-    try:
-        body = _publish_decoder.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"bad body: {exc}") from None
-    except RecursionError:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, TOO_DEEP) from None
+    body = _decode_body(raw)
     check_room(body.room)
     if len(body.data) > settings.max_data_size:
         raise ProtocolError(
@@ -89,6 +84,20 @@ async def publish(request: web.Request, node: Node) -> web.Response:
     except BrokerError as exc:
         raise ProtocolError(ErrorCode.UNAVAILABLE, f"not published: {exc}") from None
     return json_body(encode({"room": pub.room, "epoch": pub.epoch, "offset": pub.offset}))
+
+
+def _decode_body(raw: bytes) -> PublishBody:
+    try:
+        # `data` is kept as its bytes, unchecked: they must be UTF-8 to be sent on as text.
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"the body is not UTF-8: {exc}") from None
+    try:
+        return _publish_decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"bad body: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, TOO_DEEP) from None
 
 
 async def history(request: web.Request, node: Node) -> web.Response:
