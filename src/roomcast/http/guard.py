@@ -35,6 +35,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 CHECKED: Final = frozenset({"/ws", "/sse", "/poll", "/send", "/echo"})  # the Origin
 COUNTED: Final = frozenset({"/ws", "/sse", "/poll", "/echo"})  # live connections
+SESSION_HEADER: Final = "X-Roomcast-Session"  # a long poll's session token, or ?session=
 FULL_RETRY: Final = 5.0  # Retry-After (s) of a refusal for too many connections
 
 
@@ -170,7 +171,9 @@ def opens_session(request: web.Request) -> bool:
     """Whether the request opens a new session (what the connect rate counts): every
     WebSocket and event stream, and a first long poll (one without a session token; the
     next polls of a client in a busy room may come many times a second)."""
-    return request.path != "/poll" or "session" not in request.query
+    if request.path != "/poll":
+        return True
+    return "session" not in request.query and SESSION_HEADER not in request.headers
 
 
 def watch_handshakes(runner: web.AppRunner) -> None:
