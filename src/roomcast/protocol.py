@@ -14,6 +14,7 @@ import msgspec
 from msgspec import Raw, Struct
 
 from roomcast.exceptions import ErrorCode, ProtocolError
+from roomcast.jsondepth import too_deep
 
 CommandId = str | int | None
 
@@ -21,6 +22,7 @@ ROOM_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
 MAX_HISTORY_LIMIT: Final = 1000
 TOO_DEEP: Final = "the JSON is nested too deeply"
 DEFAULT_HISTORY_LIMIT: Final = 100
+DEFAULT_MAX_DEPTH: Final = 32  # --max-json-depth
 
 
 class Since(Struct, frozen=True):
@@ -78,12 +80,19 @@ _command_decoder: Final = msgspec.json.Decoder(Command)
 _any_decoder: Final = msgspec.json.Decoder()
 
 
-def decode_command(frame: str | bytes) -> Command:
-    """Parse and validate one client frame.
+def decode_command(frame: str | bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Command:
+    """Parse and validate one client frame, whose JSON nests at most ``max_depth`` deep.
 
     Raises :class:`ProtocolError` with ``bad_request``, ``unknown_type`` or
     ``invalid_room``; the error carries the command's id when one could be read.
     """
+    if isinstance(frame, bytes):  # over HTTP; WebSocket text frames come checked
+        try:
+            frame = frame.decode()
+        except UnicodeDecodeError:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "the frame is not valid UTF-8") from None
+    if too_deep(frame, max_depth):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{TOO_DEEP} (more than {max_depth} levels)")
     try:
         command: Command = _command_decoder.decode(frame)
     except msgspec.ValidationError as exc:
@@ -92,6 +101,8 @@ def decode_command(frame: str | bytes) -> Command:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "the frame is not valid JSON") from None
     except RecursionError:
         raise ProtocolError(ErrorCode.BAD_REQUEST, TOO_DEEP) from None
+    except UnicodeError:  # a str with a lone surrogate: no UTF-8 for it
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "the frame is not valid UTF-8") from None
     if not isinstance(command, Ping | Refresh):
         check_room(command.room, command.id)
         if isinstance(command, History) and command.limit < 1:
@@ -168,9 +179,9 @@ class Left(MemberEvent, tag="left"):
 
 
 class Error(Struct, tag="error", tag_field="type", omit_defaults=True):
+    code: str
+    message: str
     id: CommandId = None
-    code: str = ""
-    message: str = ""
 
 
 class Pong(Struct, tag="pong", tag_field="type", omit_defaults=True):

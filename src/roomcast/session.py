@@ -103,7 +103,7 @@ class Session:
         """Handle one frame from the client; errors become ``error`` frames."""
         self.awaiting_pong = False
         try:
-            command = decode_command(data)
+            command = decode_command(data, self.node.settings.max_json_depth)
         except ProtocolError as error:
             self.reply(encode_error(error))
             return

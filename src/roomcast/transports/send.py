@@ -100,7 +100,7 @@ async def send_handler(request: web.Request) -> web.StreamResponse:
         if not token:
             raise ProtocolError(ErrorCode.UNAUTHORIZED, "send the session token: ?session=T")
         claims = node.signer.verify(token)
-        command = decode_command(await _body(request, node))
+        command = decode_command(await _body(request, node), node.settings.max_json_depth)
         if not isinstance(command, Refresh) and claims.identity.expired(node.settings.token_grace):
             raise ProtocolError(ErrorCode.TOKEN_EXPIRED, "the connection token expired")
         match command:
