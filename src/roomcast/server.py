@@ -51,11 +51,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         settings.broker,
         settings.history,
     )
-    if settings.secret is None and not settings.broker.startswith("memory"):
-        log.warning(
-            "no --secret: SSE and long-poll session tokens are good on this node only; "
-            "give every node of the cluster the same ROOMCAST_SECRET"
-        )
+    for warning in security_warnings(settings):
+        log.warning("%s", warning)
     try:
         await stop.wait()
     finally:
@@ -63,6 +60,26 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         await node.drain()
         await runner.cleanup()
         log.info("stopped")
+
+
+def security_warnings(settings: Settings) -> list[str]:
+    """What an operator should know about an open door (never a secret's value)."""
+    warnings = []
+    if settings.auth == "off":
+        warnings.append(
+            "--auth off: anyone may join and publish to any room; start with --auth required "
+            "and --token-secret or --token-public-key in production (docs/security.md)"
+        )
+    if settings.secret is None and not settings.broker.startswith("memory"):
+        warnings.append(
+            "no --secret: SSE and long-poll session tokens are good on this node only; "
+            "give every node of the cluster the same ROOMCAST_SECRET"
+        )
+    if settings.enable_echo:
+        warnings.append("--enable-echo: GET /echo is open (diagnostics only, not for production)")
+    if "*" in settings.allowed_origins:
+        warnings.append("--allowed-origins '*': pages of any site may connect with users' cookies")
+    return warnings
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
