@@ -31,6 +31,7 @@ from yarl import URL
 from roomcast.client.backoff import Backoff
 from roomcast.client.replies import Event, OkHook, Replies, parse_frame
 from roomcast.client.rooms import RoomTracker
+from roomcast.client.tokens import Token, TokenSource, refresh_delay
 from roomcast.exceptions import ClientError, CommandError, ConnectionLost
 
 log = logging.getLogger("roomcast.client")
@@ -60,7 +61,9 @@ class Client:
     paces reconnection attempts; ``reconnect=False`` turns them off. Events wait in an
     unbounded queue until the app reads them. ``ssl`` is for wss:// URLs: True checks the
     server's certificate against the system's CAs, an SSLContext as it is set up (for
-    instance with a private CA), False not at all.
+    instance with a private CA), False not at all. ``token`` is the connection token
+    (``--auth``), or an async function that fetches one: then every reconnection gets a
+    new token and the client refreshes it before it expires (client/tokens.py).
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class Client:
         on_frame: FrameHook | None = None,
         session: aiohttp.ClientSession | None = None,
         ssl: SSLContext | bool = True,
+        token: Token | None = None,
     ) -> None:
         self.url = str(URL(url).update_query(name=name)) if name is not None else url
         self.name = name
@@ -84,6 +88,8 @@ class Client:
         self.heartbeat = heartbeat
         self.on_frame = on_frame
         self.ssl = ssl
+        self.tokens = TokenSource(token)
+        self._refresher: asyncio.Task[None] | None = None
         self.welcome: Event | None = None
         self._http = session
         self._own_http = session is None
@@ -126,6 +132,8 @@ class Client:
         self._ws = ws
         self._ready.set()
         self._runner = asyncio.create_task(self._run(ws))
+        if self.tokens.renewable:
+            self._refresher = asyncio.create_task(self._keep_token_fresh())
         return self
 
     async def close(self) -> None:
@@ -133,6 +141,8 @@ class Client:
         event iterators end once they have yielded what was already received."""
         self._closed = True
         self._ready.set()  # wake commands waiting for a connection: they see _closed
+        if self._refresher is not None:
+            self._refresher.cancel()
         if self._runner is not None and not self._runner.done():
             self._runner.cancel()
             await asyncio.gather(self._runner, return_exceptions=True)
@@ -221,6 +231,29 @@ class Client:
         await self._request({"type": "ping"})
         return time.perf_counter() - start
 
+    async def refresh(self, token: str | None = None) -> float:
+        """Give the connection a new token (by default a fresh one from the provider);
+        returns when it expires (unix time, 0: never)."""
+        token = token if token is not None else await self.tokens.fresh()
+        if token is None:
+            raise ValueError("no token to refresh with: give one, or a provider to Client")
+        ok = await self._request({"type": "refresh", "token": token})
+        self.tokens.current = token
+        return float(ok.get("expires", 0))
+
+    async def _keep_token_fresh(self) -> None:
+        """Refresh the token a little before it expires, for as long as the client runs."""
+        while not self._closed:
+            delay = refresh_delay(self.tokens.current or "")
+            if delay is None:
+                return
+            await asyncio.sleep(delay)
+            try:
+                await self.refresh()
+            except (ClientError, TimeoutError, aiohttp.ClientError) as exc:
+                log.warning("token refresh failed (retrying): %s", exc)
+                await asyncio.sleep(self.backoff.delay(0))
+
     async def request(self, command: Event, *, timeout: float | None = None) -> Event:
         """Send any command (an ``id`` is added) and return its reply frame."""
         return await self._request(command, timeout=timeout)
@@ -300,9 +333,14 @@ class Client:
     async def _open(self) -> aiohttp.ClientWebSocketResponse:
         """Connect and read the welcome."""
         assert self._http is not None
+        try:
+            await self.tokens.fresh()
+        except Exception as exc:  # the app's provider failed: like a failed connection
+            raise ConnectionLost(f"no connection token: {exc}") from exc
         ws = await asyncio.wait_for(
             self._http.ws_connect(
                 self.url,
+                headers=self.tokens.headers(),
                 compress=0,
                 autoping=True,
                 heartbeat=self.heartbeat,
