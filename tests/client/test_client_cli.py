@@ -181,3 +181,19 @@ async def test_connect_with_piped_input_prints_everything_before_exiting(
         "[lobby] cat: two",
         "[lobby] cat: three",  # the last line needs no newline
     ]
+
+
+async def test_connect_with_a_token(server_factory: ServerFactory, cli: CliFactory) -> None:
+    from roomcast.auth import mint
+
+    secret = "cli-connect-secret-0123456789abcdef"
+    server = server_factory("--history", "memory", "--auth", "required", "--token-secret", secret)
+    token = mint("alice", key=secret.encode(), join=("lobby",), publish=("lobby",))
+    alice = await cli("connect", server.ws_url, "--room", "lobby", "--token", token)
+    assert await alice.line() == "[lobby] * joined at offset 0"
+    await alice.type("hello")
+    assert await alice.line() == "[lobby] alice: hello"
+    assert await alice.end_input() == 0
+    refused = await cli("connect", server.ws_url, "--room", "lobby")
+    assert await asyncio.wait_for(refused.process.wait(), 20) == 1
+    assert "401" in await refused.stderr()

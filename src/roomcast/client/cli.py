@@ -22,7 +22,11 @@ from roomcast.exceptions import ClientError
 @click.option("--name", "-n", default=None, help="Your user name (default: anonymous).")
 @click.option("--json", "raw", is_flag=True, help="Print every protocol frame as received.")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for a reply.")
-def connect(url: str, room: str, name: str | None, raw: bool, timeout: float) -> None:
+@click.option("--token", envvar="ROOMCAST_TOKEN", show_envvar=True, default=None,
+              help="Connection token (roomcast token mints one).")  # fmt: skip
+def connect(
+    url: str, room: str, name: str | None, raw: bool, timeout: float, token: str | None
+) -> None:
     """Chat in a room interactively: ws://HOST:PORT/ws.
 
     Each line typed is published to the current room as {"text": line}. Commands:
@@ -30,7 +34,7 @@ def connect(url: str, room: str, name: str | None, raw: bool, timeout: float) ->
     is the last one joined. Reconnects and recovers missed messages by itself.
     """
     try:
-        asyncio.run(_connect(url, room, name, raw, timeout))
+        asyncio.run(_connect(url, room, name, raw, timeout, token))
     except (ClientError, TimeoutError) as exc:
         click.echo(f"roomcast: {exc}", err=True)
         sys.exit(1)
@@ -38,9 +42,11 @@ def connect(url: str, room: str, name: str | None, raw: bool, timeout: float) ->
         pass
 
 
-async def _connect(url: str, room: str, name: str | None, raw: bool, timeout: float) -> None:
+async def _connect(
+    url: str, room: str, name: str | None, raw: bool, timeout: float, token: str | None
+) -> None:
     on_frame = click.echo if raw else None
-    client = Client(url, name=name, timeout=timeout, on_frame=on_frame)
+    client = Client(url, name=name, timeout=timeout, on_frame=on_frame, token=token)
     await client.connect()
     try:
         if not raw:
