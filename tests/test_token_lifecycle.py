@@ -6,12 +6,15 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import websockets
 from conftest import ServerFactory
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from oneway_client import OneWay
 from test_auth import unsigned
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -175,3 +178,23 @@ async def test_a_one_way_session_is_refused_after_expiry_until_it_refreshes(
     status, answer = await client.poll(session=reply["session"], cursor=first["cursor"],
                                        timeout="0")  # fmt: skip
     assert status == 200 and answer["events"] == []
+
+
+async def test_a_server_with_a_public_key_takes_rs256_tokens(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = tmp_path / "public.pem"
+    public.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))  # fmt: skip
+    server = server_factory("--history", "memory", "--auth", "required",
+                            "--token-public-key", str(public))  # fmt: skip
+    good = mint("carol", key=key, join=("lobby",), algorithm="RS256")
+    async with websockets.connect(server.ws_url, additional_headers={
+            "Authorization": f"Bearer {good}"}) as ws:  # fmt: skip
+        assert (await _recv(ws))["type"] == "welcome"
+        await ws.send(json.dumps({"type": "join", "room": "lobby", "id": 1}))
+        assert (await _recv(ws))["type"] == "ok"
+    with pytest.raises(InvalidStatus) as info:  # an HS256 token: no secret configured
+        await websockets.connect(f"{server.ws_url}?token={token()}")
+    assert info.value.response.status_code == 401
