@@ -16,10 +16,12 @@ from aiohttp import ClientSession, ClientTimeout, web
 
 from roomcast.testing import free_port
 
-# Hop-by-hop headers (RFC 9110 7.6.1) and those the proxy sets itself.
+# Hop-by-hop headers (RFC 9110 7.6.1) and those the proxy sets itself. Host goes through,
+# as from nginx with `proxy_set_header Host $http_host`: the server compares a page's
+# Origin with it.
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-    "trailer", "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding",
+    "trailer", "transfer-encoding", "upgrade", "content-length", "accept-encoding",
 })  # fmt: skip
 
 
