@@ -63,6 +63,7 @@ def test_token_refuses_bad_keys(args: list[str], error: str) -> None:
         (["--token-secret", "short"], "--token-secret must be at least 32 bytes"),
         (["--max-connections", "-1"], "--max-connections must be >= 0"),
         (["--handshake-timeout", "0"], "--handshake-timeout must be positive"),
+        (["--trusted-proxies", "10.0.0.0/8,nope"], "'nope' is not an address or a network"),
     ],
 )
 def test_bad_security_settings_are_refused_before_starting(args: list[str], error: str) -> None:

@@ -161,6 +161,20 @@ async def test_plain_http_on_the_tls_port_gets_no_http_answer(
         assert reply.status == 200  # the server keeps serving
 
 
+async def test_a_tls_handshake_that_never_comes_is_cut_at_the_handshake_timeout(
+    server_factory: ServerFactory, pki: Pki
+) -> None:
+    server = server_factory("--history", "memory", "--handshake-timeout", "1",
+                            "--tls-cert", str(pki.cert), "--tls-key", str(pki.key))  # fmt: skip
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    started = asyncio.get_running_loop().time()
+    answer = await asyncio.wait_for(reader.read(), 10)  # asyncio's own default would be 60 s
+    elapsed = asyncio.get_running_loop().time() - started
+    writer.close()
+    assert answer == b""
+    assert 0.9 <= elapsed < 5
+
+
 async def test_an_untrusted_certificate_is_refused(tls_server: ServerProcess, pki: Pki) -> None:
     with pytest.raises(ssl.SSLCertVerificationError):
         await websockets.connect(tls_server.ws_url, open_timeout=5)

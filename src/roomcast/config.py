@@ -13,6 +13,7 @@ from pathlib import Path
 import msgspec
 
 from roomcast.exceptions import ConfigError
+from roomcast.limits import TrustedProxies
 from roomcast.policy import Namespace
 
 MIN_TOKEN_SECRET = 32
@@ -102,6 +103,7 @@ class Settings:
                 f"--token-secret must be at least {MIN_TOKEN_SECRET} bytes (RFC 7518: an HS256 "
                 "key is as long as the hash)"
             )
+        TrustedProxies(self.trusted_proxies)  # a bad address is a ConfigError
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together")
         limits = {

@@ -36,9 +36,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     )
     await runner.setup()
     watch_handshakes(runner)  # --handshake-timeout
-    site = web.TCPSite(
-        runner, settings.host, settings.port, ssl_context=context, backlog=4096, reuse_address=True
-    )
+    site = Site(runner, settings, context)
     await site.start()
     await node.start()
     scheme, ws_scheme = ("http", "ws") if context is None else ("https", "wss")
@@ -60,6 +58,29 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         await node.drain()
         await runner.cleanup()
         log.info("stopped")
+
+
+class Site(web.TCPSite):
+    """The node's listening socket: aiohttp's TCPSite, with TLS handshakes bounded by
+    ``--handshake-timeout`` (asyncio's default is 60 s, which a slow-handshake flood
+    would use to hold sockets open)."""
+
+    def __init__(
+        self, runner: web.AppRunner, settings: Settings, context: ssl.SSLContext | None
+    ) -> None:
+        super().__init__(runner, settings.host, settings.port, ssl_context=context,
+                         backlog=4096, reuse_address=True)  # fmt: skip
+        self._handshake_timeout = settings.handshake_timeout
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # what TCPSite.start does, with the timeout
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            server, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            ssl_handshake_timeout=self._handshake_timeout if self._ssl_context else None,
+        )  # fmt: skip
 
 
 def security_warnings(settings: Settings) -> list[str]:
