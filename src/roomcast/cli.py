@@ -98,6 +98,9 @@ def _register_optional() -> None:
 
     main.add_command(connect)
     main.add_command(publish)
+    from roomcast.demo import demo  # roomcast demo ticker (docs/demos.md)
+
+    main.add_command(demo)
     try:
         from roomcast.bench.cli import bench
     except ImportError:  # pragma: no cover - bench ships with the package
