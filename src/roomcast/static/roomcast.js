@@ -21,6 +21,25 @@
 // was missed (its history was reset or no longer reaches back), the room is reported with
 // a `lost` event and the client goes on from the server's position.
 //
+// Connection tokens (docs/security.md): `token` is a JWT of the application's backend, or
+// a function (it may be async) that fetches a new one:
+//
+//   const rc = roomcast.connect(url, { token: () => fetch("/my-token").then((r) => r.text()) });
+//
+// A WebSocket carries it as `?token=`, SSE and long polling in `Authorization: Bearer`
+// (their session token carries it from then on). With a function, the client asks it for
+// a token on every connection and reconnection, and renews the token shortly before it
+// expires (a tenth of its remaining life, at least 5 s before its `exp`, read from the
+// JWT without checking it): a `refresh` command on WebSocket, a `refresh` over POST /send
+// on SSE and long polling (whose new session token the next request uses; an event stream
+// is reopened with it, from its cursor). `rc.refresh(token?)` does the same at any time.
+// A refused token (HTTP 401 `unauthorized` or `token_expired`, an `error` event
+// `token_expired`, a WebSocket closed with 4003) is an `error` event with that code; the
+// client then reconnects with backoff on the same transport (a refused token is not a
+// blocked transport), with a new token from the function if there is one. A WebSocket
+// refused before it opens does not tell the page why: the client asks the same URL over
+// plain HTTP to see whether the answer is a 401.
+//
 // Events (rc.on(name, fn) / rc.off(name, fn)):
 //   open         {transport, session, node}   connected (again)
 //   close        {transport, reason, retry}   the connection dropped (retry: it reconnects)
@@ -34,7 +53,9 @@
 //   joined, left the presence events of the protocol
 //   lost         {room, epoch, offset, since, reason}  messages of `room` after `since` could not be
 //                recovered; the client goes on from {epoch, offset}
-//   error        a RoomcastError the client could not hand to anybody (a refused join)
+//   error        a RoomcastError the client could not hand to anybody: a refused join, a
+//                refused token (`unauthorized`, `token_expired`), a token function that
+//                failed (`token_error`), a refresh that failed
 
 const ROOM_RE = /^[A-Za-z0-9_.:@-]{1,128}$/;
 
@@ -53,7 +74,7 @@ const DEFAULTS = Object.freeze({
 });
 
 /** An error of the server (its `code` and `message`) or of the client (`disconnected`,
- *  `closed`, `left`, `not_joined`, `invalid_room`). */
+ *  `closed`, `left`, `not_joined`, `invalid_room`, `token_error`). */
 export class RoomcastError extends Error {
   constructor(code, message, frame = null) {
     super(message || code);
@@ -65,6 +86,40 @@ export class RoomcastError extends Error {
 
 const disconnected = () =>
   new RoomcastError("disconnected", "the connection dropped before the reply came");
+
+// ---------------------------------------------------------------------------- tokens
+
+/** The codes of a refused token: reconnect with a new one, on the same transport. */
+const AUTH_CODES = new Set(["unauthorized", "token_expired", "token_error"]);
+const MIN_AHEAD = 5; // seconds: refresh at least this long before the token expires
+const MIN_REFRESH_DELAY = 1000; // ms: a token about to expire is not renewed in a loop
+
+function isAuthError(err) {
+  return err instanceof RoomcastError && AUTH_CODES.has(err.code);
+}
+
+/** The `exp` of a JWT (unix seconds; 0 if it has none or cannot be read). The client does
+ *  not verify the token: the server does. */
+function tokenExpires(token) {
+  try {
+    const part = String(token).split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const text = atob(part + "=".repeat((4 - (part.length % 4)) % 4));
+    const bytes = Uint8Array.from(text, (c) => c.charCodeAt(0));
+    const exp = JSON.parse(new TextDecoder().decode(bytes))?.exp;
+    return typeof exp === "number" && Number.isFinite(exp) ? exp : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Milliseconds to wait before renewing `token`: a tenth of its remaining life before it
+ *  expires, at least MIN_AHEAD seconds before; null if it never expires. */
+function refreshDelay(token) {
+  const expires = tokenExpires(token);
+  if (!expires) return null;
+  const left = expires - Date.now() / 1000;
+  return Math.max(MIN_REFRESH_DELAY, (left - Math.max(MIN_AHEAD, left / 10)) * 1000);
+}
 
 // ---------------------------------------------------------------------------- helpers
 
@@ -87,6 +142,7 @@ function endpoints(url) {
   const http = base.origin + path;
   return {
     ws: http.replace(/^http/, "ws") + "/ws",
+    probe: http + "/ws", // the same over plain HTTP: why a WebSocket was refused
     sse: http + "/sse",
     poll: http + "/poll",
     send: http + "/send",
@@ -177,16 +233,25 @@ export class Client extends Emitter {
    * @param {object} [options]
    *   rooms: rooms to join; name: the user name; transport: "auto" (default),
    *   "websocket", "sse" or "poll"; positions: {room: {epoch, offset}} to resume from
-   *   (a reloaded page); connectTimeout, backoffBase, backoffMax, keepalive,
-   *   pongTimeout, pollDeadline: milliseconds (see DEFAULTS).
+   *   (a reloaded page); token: a connection token, or a function (maybe async)
+   *   returning a new one (see the top of this file); connectTimeout, backoffBase,
+   *   backoffMax, keepalive, pongTimeout, pollDeadline: milliseconds (see DEFAULTS).
    */
   constructor(url, options = {}) {
     super();
-    const { rooms = [], name = null, transport = "auto", positions = {}, ...timing } = options;
+    const { rooms = [], name = null, transport = "auto", positions = {}, token = null, ...timing } =
+      options;
     this.options = { ...DEFAULTS, ...timing };
     this.name = name;
     this._mode = ALIASES[String(transport).toLowerCase()];
     if (!this._mode) throw new RoomcastError("bad_request", `unknown transport ${transport}`);
+    if (token !== null && typeof token !== "string" && typeof token !== "function") {
+      throw new RoomcastError("bad_request", "token must be a string or a function returning one");
+    }
+    this._tokenFn = typeof token === "function" ? token : null; // asked on every connection
+    this._connToken = typeof token === "string" && token ? token : null; // the token in use
+    this._tokenPending = false; // a one-way session has not been given _connToken yet
+    this._refreshTimer = null;
     this._urls = endpoints(url);
     // room -> {pos: {epoch, offset} | null, subscribed, fresh, waiters: [{resolve, reject}]}
     this._rooms = new Map();
@@ -202,7 +267,7 @@ export class Client extends Emitter {
     this._timer = null;
     this._session = null;
     this._node = null;
-    this._token = null; // SSE and long polling: the session token...
+    this._sessionToken = null; // SSE and long polling: the session token...
     this._tokenRooms = []; // ...and the rooms it names
     queueMicrotask(() => this._connect()); // once the caller has attached its handlers
   }
@@ -284,6 +349,32 @@ export class Client extends Emitter {
     return (await this._command(command, room)).messages;
   }
 
+  /** Give the connection a new connection token: `token`, or by default a new one from
+   *  the `token` function. Resolves with when it expires (unix seconds, 0: never). While
+   *  the client is not connected the token is kept for the next connection. */
+  async refresh(token) {
+    if (this._closed) throw new RoomcastError("closed", "the client is closed");
+    if (token === undefined || token === null) {
+      if (!this._tokenFn) {
+        throw new RoomcastError("bad_request", "no token to refresh with: give one, or a token function");
+      }
+      token = await this._freshToken();
+    } else if (typeof token !== "string" || !token) {
+      throw new RoomcastError("bad_request", "a token is a non-empty string");
+    } else {
+      this._connToken = token;
+    }
+    const conn = this._conn;
+    if (conn?.canRefresh()) {
+      const ok = await conn.refresh(token);
+      if (conn === this._conn) this._scheduleRefresh();
+      return Number(ok.expires) || 0;
+    }
+    this._tokenPending = true; // the next connection uses it
+    this.reconnect();
+    return tokenExpires(token);
+  }
+
   /** Reconnect at once if the client is waiting to reconnect (skipping the backoff). */
   reconnect() {
     if (this._closed || this._conn) return;
@@ -297,6 +388,7 @@ export class Client extends Emitter {
     if (this._closed) return;
     this._closed = true;
     clearTimeout(this._timer);
+    clearTimeout(this._refreshTimer);
     const conn = this._conn;
     this._conn = null;
     conn?.stop();
@@ -356,6 +448,51 @@ export class Client extends Emitter {
     this._conn.start();
   }
 
+  /** The token of a new connection: a new one from the token function, if there is one. */
+  async _freshToken() {
+    if (!this._tokenFn) return this._connToken;
+    let token;
+    try {
+      token = await this._tokenFn();
+    } catch (err) {
+      throw new RoomcastError("token_error", `the token function failed: ${err?.message ?? err}`);
+    }
+    if (typeof token !== "string" || !token) {
+      throw new RoomcastError("token_error", "the token function returned no token");
+    }
+    this._connToken = token;
+    return token;
+  }
+
+  /** With a token function: renew the token shortly before it expires. */
+  _scheduleRefresh() {
+    clearTimeout(this._refreshTimer);
+    this._refreshTimer = null;
+    const delay = this._tokenFn && !this._closed ? refreshDelay(this._connToken) : null;
+    if (delay !== null) this._refreshTimer = setTimeout(() => this._autoRefresh(), delay);
+  }
+
+  async _autoRefresh() {
+    this._refreshTimer = null;
+    const conn = this._conn;
+    if (this._closed || !conn) return; // the next connection gets a new token
+    try {
+      if (conn.canRefresh()) {
+        await this.refresh();
+      } else {
+        // No session to refresh yet (a one-way client without rooms): a fresh token
+        // for its first request.
+        await this._freshToken();
+        this._scheduleRefresh();
+      }
+    } catch (err) {
+      if (this._closed || conn !== this._conn) return; // the new connection takes over
+      if (err.code !== "disconnected") this._emit("error", err);
+      const { backoffBase, backoffMax } = this.options;
+      this._refreshTimer = setTimeout(() => this._autoRefresh(), Math.min(backoffMax, backoffBase * 2));
+    }
+  }
+
   /** The next backoff delay: between half and all of the exponential step (capped). */
   _backoff() {
     const { backoffBase, backoffMax } = this.options;
@@ -380,6 +517,7 @@ export class Client extends Emitter {
     this._node = node ?? this._node;
     if (this._open) return;
     this._open = true;
+    this._scheduleRefresh();
     this._emit("open", { transport: conn.kind, session: this._session, node: this._node });
   }
 
@@ -390,16 +528,21 @@ export class Client extends Emitter {
     for (const item of this._queue.splice(0)) conn.send(item);
   }
 
-  _failed(conn, reason) {
+  /** The connection failed; `error` is set when the server refused its token (or the
+   *  token function failed): not a blocked transport, so it is retried as it is. */
+  _failed(conn, reason, error = null) {
     if (conn !== this._conn) return;
     conn.stop();
     this._conn = null;
+    clearTimeout(this._refreshTimer);
+    this._refreshTimer = null;
     const wasOpen = this._open;
     this._open = false;
     for (const entry of this._rooms.values()) entry.subscribed = false;
     if (wasOpen) this._emit("close", { transport: conn.kind, reason, retry: true });
+    if (error) this._emit("error", error);
     let delay;
-    if (this._mode === "auto" && !this._worked && !conn.proven) {
+    if (this._mode === "auto" && !this._worked && !conn.proven && !error) {
       // Nothing has worked yet: this one may be blocked, try the next one now (and
       // start over from WebSocket, after a backoff delay, when all of them failed).
       this._rung = (this._rung + 1) % TRANSPORTS.length;
@@ -507,11 +650,21 @@ class WebSocketDriver {
     this.openTimer = null;
     this.pongTimer = null;
     this.keepaliveTimer = null;
+    this.opened = false; // the handshake succeeded
+    this.authError = null; // the server's `error` frame of an expired token, before its 4003
   }
 
-  start() {
+  async start() {
     const client = this.client;
-    const url = withQuery(client._urls.ws, { name: client.name });
+    let token;
+    try {
+      token = await client._freshToken();
+    } catch (err) {
+      this.fail(err.message, err);
+      return;
+    }
+    if (this.stopped) return;
+    const url = withQuery(client._urls.ws, { name: client.name, token });
     try {
       this.ws = new WebSocket(url);
     } catch (err) {
@@ -520,13 +673,43 @@ class WebSocketDriver {
     }
     // Blocked by a proxy, or half-open: no welcome within connectTimeout.
     this.openTimer = setTimeout(() => this.fail("no welcome in time"), client.options.connectTimeout);
+    this.ws.onopen = () => {
+      this.opened = true;
+    };
     this.ws.onmessage = (event) => this.onFrame(event.data);
-    this.ws.onclose = (event) => this.fail(`closed (${event.code}${event.reason ? ": " + event.reason : ""})`);
+    this.ws.onclose = (event) => this.onClose(event, token);
     this.ws.onerror = () => {}; // always followed by close
   }
 
-  fail(reason) {
-    if (!this.stopped) this.client._failed(this, reason);
+  fail(reason, error = null) {
+    if (!this.stopped) this.client._failed(this, reason, error);
+  }
+
+  async onClose(event, token) {
+    const reason = `closed (${event.code}${event.reason ? ": " + event.reason : ""})`;
+    if (event.code === 4003) {
+      this.fail(reason, this.authError ?? new RoomcastError("token_expired", "the connection token expired"));
+    } else if (this.opened) {
+      this.fail(reason, this.authError);
+    } else {
+      clearTimeout(this.openTimer); // the probe may take a moment
+      this.fail(reason, await this.probe(token));
+    }
+  }
+
+  /** Why the WebSocket was refused before it opened, which a page is not told: the error
+   *  of the same request over plain HTTP if it is a refused token (401), else null. */
+  async probe(token) {
+    const client = this.client;
+    try {
+      const url = withQuery(client._urls.probe, { name: client.name, token });
+      const response = await fetch(url, { cache: "no-store" });
+      if (response.status !== 401) return null;
+      const error = httpError(response, await readJson(response));
+      return isAuthError(error) ? error : new RoomcastError("unauthorized", error.message, error.frame);
+    } catch {
+      return null; // unreachable, or another origin that does not let us read the answer
+    }
   }
 
   stop() {
@@ -535,7 +718,7 @@ class WebSocketDriver {
     clearTimeout(this.pongTimer);
     clearInterval(this.keepaliveTimer);
     if (this.ws) {
-      this.ws.onmessage = this.ws.onclose = null;
+      this.ws.onopen = this.ws.onmessage = this.ws.onclose = null;
       try {
         this.ws.close(1000);
       } catch {
@@ -634,9 +817,24 @@ class WebSocketDriver {
     this.request(item.command).then(item.resolve, item.reject);
   }
 
+  canRefresh() {
+    return this.welcomed && !this.stopped && this.ws?.readyState === WebSocket.OPEN;
+  }
+
+  /** A new token for the connection; resolves with the `ok` (its `expires`). */
+  refresh(token) {
+    return this.request({ type: "refresh", token });
+  }
+
   onReply(frame) {
     const waiter = frame.id === undefined ? null : this.pending.get(frame.id);
-    if (!waiter) return;
+    if (!waiter) {
+      // An error of no command: the token expired, a 4003 close comes next.
+      if (frame.type === "error" && AUTH_CODES.has(frame.code)) {
+        this.authError = new RoomcastError(frame.code, frame.message, frame);
+      }
+      return;
+    }
     this.pending.delete(frame.id);
     if (frame.type === "error") waiter.reject(new RoomcastError(frame.code, frame.message, frame));
     else waiter.resolve(frame);
@@ -668,15 +866,25 @@ class OneWayDriver {
     this.controller = null; // aborts the request in flight
     this.restartWanted = false; // the rooms changed: reopen with the new token
     this.changed = []; // resolves of roomsChanged(), settled after the next reconcile
+    this.refreshes = []; // rc.refresh() calls waiting for the loop: {token, resolve, reject}
     this.wake = null; // resolves the wait of an idle driver (no rooms)
   }
 
   start() {
-    this.run().catch((err) => this.fail(err.message || String(err)));
+    this.run().catch((err) => {
+      if (!isAuthError(err)) {
+        this.fail(err.message || String(err));
+        return;
+      }
+      // An expired session is renewed by a refresh with a new token, at the next
+      // connection; without a token function there is none: start afresh then.
+      if (err.code === "token_expired" && !this.client._tokenFn) this.client._sessionToken = null;
+      this.fail(err.message, err);
+    });
   }
 
-  fail(reason) {
-    if (!this.stopped) this.client._failed(this, reason);
+  fail(reason, error = null) {
+    if (!this.stopped) this.client._failed(this, reason, error);
   }
 
   stop() {
@@ -684,15 +892,72 @@ class OneWayDriver {
     this.controller?.abort();
     this.wake?.();
     for (const resolve of this.changed.splice(0)) resolve();
+    for (const item of this.refreshes.splice(0)) item.reject(disconnected());
+  }
+
+  /** The stream or poll in flight ends, and the loop does what changed before the next. */
+  interrupt() {
+    this.restartWanted = true;
+    this.controller?.abort();
+    this.wake?.();
   }
 
   roomsChanged() {
     return new Promise((resolve) => {
       this.changed.push(resolve);
-      this.restartWanted = true;
-      this.controller?.abort();
-      this.wake?.();
+      this.interrupt();
     });
+  }
+
+  canRefresh() {
+    return !this.stopped && Boolean(this.client._sessionToken);
+  }
+
+  /** A new token for the session: a POST /send refresh between two requests, so that the
+   *  next stream or poll uses the new session token (a stream ends with its token). */
+  refresh(token) {
+    return new Promise((resolve, reject) => {
+      this.refreshes.push({ token, resolve, reject });
+      this.interrupt();
+    });
+  }
+
+  async renew() {
+    const client = this.client;
+    for (const item of this.refreshes.splice(0)) {
+      if (!client._sessionToken || this.stopped) {
+        item.reject(disconnected());
+        continue;
+      }
+      try {
+        const ok = await this.post({ type: "refresh", token: item.token });
+        if (typeof ok.session === "string") client._sessionToken = ok.session;
+        item.resolve(ok);
+      } catch (err) {
+        item.reject(err); // the session goes on with its token until it expires
+      }
+    }
+  }
+
+  /** A new connection: with a token function a new token, which a session that exists
+   *  gets with `refresh` (an expired one too); if it cannot, the session starts afresh
+   *  and its first request shows whether the server takes the token. */
+  async prepare() {
+    const client = this.client;
+    const changed = client._tokenPending || Boolean(client._tokenFn);
+    const token = await client._freshToken();
+    if (!token || !changed || !client._sessionToken) {
+      client._tokenPending = false;
+      return;
+    }
+    try {
+      const ok = await this.post({ type: "refresh", token });
+      if (typeof ok.session === "string") client._sessionToken = ok.session;
+    } catch (err) {
+      if (err.code === "disconnected") throw err;
+      client._sessionToken = null;
+    }
+    if (client._connToken === token) client._tokenPending = false; // else rc.refresh() came since
   }
 
   async post(command, { keepalive = false } = {}) {
@@ -701,7 +966,7 @@ class OneWayDriver {
     try {
       response = await fetch(client._urls.send, {
         method: "POST",
-        headers: { "Content-Type": "application/json", "X-Roomcast-Session": client._token },
+        headers: { "Content-Type": "application/json", "X-Roomcast-Session": client._sessionToken },
         body: JSON.stringify(command),
         cache: "no-store",
         keepalive, // outlives the page (a leave sent as the tab closes)
@@ -716,16 +981,17 @@ class OneWayDriver {
 
   send(item) {
     const client = this.client;
-    if (!client._token) {
+    if (!client._sessionToken) {
       client._queue.push(item); // the next stream or poll brings a token
       return;
     }
     this.post(item.command).then(item.resolve, (err) => {
-      if (err.code === "unauthorized" && this === client._conn && !this.stopped) {
-        client._token = null; // the server forgot its secret (a restart): start afresh
+      if (AUTH_CODES.has(err.code) && this === client._conn && !this.stopped) {
+        // unauthorized: the server forgot its secret (a restart), start afresh;
+        // token_expired: the next request is refused too, and the client reconnects.
+        if (err.code === "unauthorized") client._sessionToken = null;
         this.ready = false;
-        this.restartWanted = true;
-        this.controller?.abort();
+        this.interrupt();
       }
       item.reject(err);
     });
@@ -734,7 +1000,7 @@ class OneWayDriver {
   /** Make the token name the client's rooms, with POST /send join and leave. */
   async reconcile() {
     const client = this.client;
-    while (client._token && !this.stopped) {
+    while (client._sessionToken && !this.stopped) {
       const add = [...client._rooms.keys()].find((room) => !client._tokenRooms.includes(room));
       const drop = client._tokenRooms.find((room) => !client._rooms.has(room));
       const room = add ?? drop;
@@ -745,11 +1011,11 @@ class OneWayDriver {
       } catch (err) {
         if (this.stopped) return;
         if (err.code === "unauthorized") {
-          client._token = null; // start afresh with ?rooms=...
+          client._sessionToken = null; // start afresh with ?rooms=...
           this.ready = false;
           return;
         }
-        if (err.code === "disconnected") throw err;
+        if (err.code === "disconnected" || err.code === "token_expired") throw err;
         if (add === undefined) {
           client._tokenRooms = client._tokenRooms.filter((name) => name !== room);
         } else {
@@ -757,7 +1023,7 @@ class OneWayDriver {
         }
         continue;
       }
-      client._token = ok.session;
+      client._sessionToken = ok.session;
       if (add !== undefined) {
         client._tokenRooms = [...client._tokenRooms, room];
         // Start the room where the join found it, so that nothing published between
@@ -770,7 +1036,7 @@ class OneWayDriver {
     }
   }
 
-  /** The positions to resume `rooms` from, and the query naming who we are. */
+  /** The positions to resume `rooms` from, and the query and headers naming who we are. */
   request(rooms) {
     const client = this.client;
     const since = {};
@@ -778,30 +1044,49 @@ class OneWayDriver {
       const pos = client._rooms.get(room)?.pos;
       if (pos) since[room] = { ...pos };
     }
-    const who = client._token
-      ? { session: client._token }
+    const who = client._sessionToken
+      ? { session: client._sessionToken }
       : { rooms: rooms.join(","), name: client.name };
-    return { since, params: { ...who, cursor: encodeCursor(since) } };
+    const headers = {};
+    if (!client._sessionToken && client._connToken) headers.Authorization = `Bearer ${client._connToken}`;
+    return { since, params: { ...who, cursor: encodeCursor(since) }, headers };
   }
 
-  /** A refused request: 409 and 401 are retried at once (a few times), others fail. */
+  /** A refused request. Retried at once (a few times): 409 (see _expired), 401
+   *  `unauthorized` of a session token (the server forgot its secret, a restart: start
+   *  afresh), 403 naming a room (that join fails, the others go on). Another 401 is a
+   *  refused token (an auth failure), anything else a failure. */
   async refused(response) {
     const client = this.client;
     const body = await readJson(response);
+    const error = httpError(response, body);
     this.refusals = (this.refusals ?? 0) + 1;
     if (this.refusals <= 5) {
       if (response.status === 409 && body?.code === "cursor_expired") {
         client._expired(this, body);
         return;
       }
-      if (response.status === 401) {
-        client._token = null; // the server forgot its secret (a restart): start afresh
+      if (response.status === 401 && error.code === "unauthorized" && client._sessionToken) {
+        client._sessionToken = null;
         this.ready = false;
         return;
       }
+      if (response.status === 403 && this.forbidden(error)) return;
     }
-    const error = httpError(response, body);
+    if (response.status === 401) {
+      this.ready = false;
+      throw isAuthError(error) ? error : new RoomcastError("unauthorized", error.message, body);
+    }
     throw new Error(`${error.code}: ${error.message}`);
+  }
+
+  /** A 403 of a stream or poll: the room its message names may not be joined. */
+  forbidden(error) {
+    const client = this.client;
+    const room = error.frame?.room ?? /may not join room '([^']+)'/.exec(error.message)?.[1];
+    if (error.code !== "forbidden" || !room || !client._rooms.has(room)) return false;
+    client._joinFailed(room, error);
+    return true;
   }
 
   /** Nothing to read (no rooms): wait for a join. */
@@ -865,8 +1150,10 @@ class SSEDriver extends OneWayDriver {
 
   async run() {
     const client = this.client;
+    await this.prepare();
     while (!this.stopped) {
       this.restartWanted = false;
+      await this.renew();
       try {
         await this.reconcile();
       } finally {
@@ -885,7 +1172,7 @@ class SSEDriver extends OneWayDriver {
   /** One stream: returns when it should be reopened, throws when it failed. */
   async stream(rooms) {
     const client = this.client;
-    const { since, params } = this.request(rooms);
+    const { since, params, headers } = this.request(rooms);
     if (this.restartWanted) return;
     const controller = new AbortController();
     this.controller = controller;
@@ -902,6 +1189,7 @@ class SSEDriver extends OneWayDriver {
     let silence = client.options.connectTimeout;
     const waiting = new Set(rooms); // rooms whose ok has not come yet
     let welcomed = false;
+    let authError = null; // the stream ends because its token expired
     const parser = new EventStreamParser((type, data) => {
       let frame;
       try {
@@ -911,7 +1199,7 @@ class SSEDriver extends OneWayDriver {
       }
       if (type === "welcome") {
         welcomed = true;
-        client._token = frame.token ?? client._token;
+        client._sessionToken = frame.token ?? client._sessionToken;
         client._tokenRooms = rooms;
         this.refusals = 0;
         client._proven(this);
@@ -923,6 +1211,8 @@ class SSEDriver extends OneWayDriver {
         client._subscribed(this, frame.room, frame, since[frame.room] ?? null);
         waiting.delete(frame.room);
         if (!waiting.size) client._ready(this);
+      } else if (type === "error" && AUTH_CODES.has(frame.code)) {
+        authError = new RoomcastError(frame.code, frame.message, frame);
       } else {
         client._event(this, frame);
       }
@@ -930,7 +1220,7 @@ class SSEDriver extends OneWayDriver {
     try {
       const url = withQuery(client._urls.sse, params);
       const response = await fetch(url, {
-        headers: { Accept: "text/event-stream" },
+        headers: { Accept: "text/event-stream", ...headers },
         cache: "no-store",
         signal: controller.signal,
       });
@@ -955,7 +1245,7 @@ class SSEDriver extends OneWayDriver {
       clearTimeout(timer);
       this.controller = null;
     }
-    if (!this.stopped && !this.restartWanted) throw new Error("the stream ended");
+    if (!this.stopped && !this.restartWanted) throw authError ?? new Error("the stream ended");
   }
 }
 
@@ -967,9 +1257,11 @@ class PollDriver extends OneWayDriver {
   async run() {
     const client = this.client;
     let quick = true; // answer at once: the first poll of a connection, and after a change
+    await this.prepare();
     while (!this.stopped) {
       if (this.restartWanted) quick = true;
       this.restartWanted = false;
+      await this.renew();
       try {
         await this.reconcile();
       } finally {
@@ -981,8 +1273,8 @@ class PollDriver extends OneWayDriver {
         await this.idle();
         continue;
       }
-      const { since, params } = this.request(rooms);
-      if (client._token && quick) params.timeout = 0;
+      const { since, params, headers } = this.request(rooms);
+      if (client._sessionToken && quick) params.timeout = 0;
       const deadline = quick ? client.options.connectTimeout : client.options.pollDeadline;
       quick = false;
       const controller = new AbortController();
@@ -996,6 +1288,7 @@ class PollDriver extends OneWayDriver {
       let body;
       try {
         response = await fetch(withQuery(client._urls.poll, params), {
+          headers,
           cache: "no-store",
           signal: controller.signal,
         });
@@ -1020,7 +1313,7 @@ class PollDriver extends OneWayDriver {
   /** Leave every room of the token at once: a long-poll client is a member until no
    *  poll has come for a while, unless it says it left. */
   leaveAll() {
-    if (!this.client._token) return;
+    if (!this.client._sessionToken) return;
     for (const room of this.client._tokenRooms) {
       this.post({ type: "leave", room }, { keepalive: true }).catch(() => {});
     }
@@ -1029,7 +1322,7 @@ class PollDriver extends OneWayDriver {
   answer(rooms, since, body) {
     const client = this.client;
     this.refusals = 0;
-    client._token = body.session;
+    client._sessionToken = body.session;
     client._tokenRooms = rooms;
     const events = Array.isArray(body.events) ? body.events : [];
     const welcome = events.find((frame) => frame && frame.type === "welcome");
