@@ -14,7 +14,6 @@ import typing
 from typing import Any
 
 import msgspec
-import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
