@@ -23,7 +23,7 @@ from yarl import URL
 from roomcast.client.http import ApiError, api_base
 
 LEVELS: Final = 6  # order-book levels on each side
-VOLATILITY: Final = 0.002  # standard deviation of a tick's relative price move
+VOLATILITY: Final = 0.0008  # standard deviation of a tick's relative price move
 FATAL: Final = frozenset({400, 401, 403, 404, 413})  # refusals that retrying will not fix
 
 
