@@ -129,9 +129,8 @@ class Authenticator:
 
     def check_join(self, identity: Identity, room: str, command_id: Any = None) -> None:
         if not self.may_join(identity, room):
-            raise ProtocolError(
-                ErrorCode.FORBIDDEN, f"{identity.user} may not join room {room!r}", command_id
-            )
+            message = f"{identity.user} may not join room {room!r}"
+            raise ProtocolError(ErrorCode.FORBIDDEN, message, command_id, room)
 
     def check_publish(self, identity: Identity, room: str, command_id: Any = None) -> None:
         if self.settings.namespace(room).publish == "api":

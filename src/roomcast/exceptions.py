@@ -52,11 +52,14 @@ class RoomcastError(Exception):
 class ProtocolError(RoomcastError):
     """A command is refused; becomes an ``error`` frame with ``code``."""
 
-    def __init__(self, code: str, message: str, command_id: str | int | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, command_id: str | int | None = None, room: str | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.command_id = command_id
+        self.room = room  # the room refused, where one is (`forbidden` on join)
 
 
 class ConfigError(RoomcastError):

@@ -182,6 +182,7 @@ class Error(Struct, tag="error", tag_field="type", omit_defaults=True):
     code: str
     message: str
     id: CommandId = None
+    room: str | None = None
 
 
 class Pong(Struct, tag="pong", tag_field="type", omit_defaults=True):
@@ -219,7 +220,7 @@ encode = _encoder.encode
 def encode_error(error: ProtocolError, command_id: CommandId = None) -> bytes:
     """The ``error`` frame for ``error``; ``command_id`` wins over the error's own id."""
     frame_id = command_id if command_id is not None else error.command_id
-    return encode(Error(id=frame_id, code=error.code, message=error.message))
+    return encode(Error(id=frame_id, code=error.code, message=error.message, room=error.room))
 
 
 def encode_message(
