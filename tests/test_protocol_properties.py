@@ -94,10 +94,12 @@ def deep_frames(depth: int) -> str:
 # -- decode_command -------------------------------------------------------------------
 
 
-def decode_outcome(frame: str | bytes) -> protocol.Command | ProtocolError:
+def decode_outcome(
+    frame: str | bytes, max_depth: int = protocol.DEFAULT_MAX_DEPTH
+) -> protocol.Command | ProtocolError:
     """Decode; a ProtocolError is returned (with a documented code), anything else raises."""
     try:
-        command = decode_command(frame)
+        command = decode_command(frame, max_depth)
     except ProtocolError as error:
         assert error.code in DECODE_CODES, (error.code, error.message)
         assert isinstance(error.message, str)
@@ -166,11 +168,33 @@ def test_an_error_carries_the_id_of_the_command(
         frame = json.dumps(value, allow_nan=False)
     except ValueError:  # NaN or Infinity: not JSON, so no id can be read
         assume(False)
+    assume(depth(value) <= protocol.DEFAULT_MAX_DEPTH)  # deeper: refused before reading
     outcome = decode_outcome(frame)
     if isinstance(outcome, ProtocolError):
         assert outcome.command_id == command_id
     else:
         assert outcome.id == command_id
+
+
+def depth(value: Any) -> int:
+    """How deeply arrays and objects nest in a JSON value (a scalar: 0)."""
+    if isinstance(value, dict):
+        return 1 + max(map(depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(depth, value), default=0)
+    return 0
+
+
+@SETTINGS
+@given(json_values | command_like, st.integers(1, 6))
+def test_the_depth_limit_refuses_exactly_the_deeper_frames(value: Any, limit: int) -> None:
+    frame = dumps(value)
+    outcome = decode_outcome(frame, limit)
+    if depth(value) > limit:
+        assert isinstance(outcome, ProtocolError)
+        assert outcome.code == ErrorCode.BAD_REQUEST
+    else:
+        assert same_outcome(outcome, decode_outcome(frame))
 
 
 def test_a_str_with_a_lone_surrogate_is_a_bad_request() -> None:
