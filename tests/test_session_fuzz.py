@@ -15,6 +15,7 @@ import asyncio
 import enum
 import itertools
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ MAX_DATA = 1024
 REPLIES = {"ok", "error", "pong"}
 EVENTS = {"message", "joined", "left"}
 TIMEOUT = 10.0
+EXAMPLES = int(os.environ.get("ROOMCAST_FUZZ_EXAMPLES", "1000"))  # about 15-40 s
 INT64 = st.integers(-(2**63), 2**63 - 1)  # wider integers: test_integers_beyond_64_bits
 names = itertools.count()
 
@@ -261,7 +263,8 @@ def test_a_fuzzing_client_cannot_break_a_session_or_a_room(fuzz_server: ServerPr
     # No shrinking: a failing example waits for its timeouts, so shrinking would take
     # minutes; the example is printed whole (a list of at most 25 frames).
     @settings(
-        max_examples=1000, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
+        max_examples=EXAMPLES, deadline=None, database=None,
+        phases=[Phase.explicit, Phase.generate],
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )  # fmt: skip
     @given(st.lists(actions, max_size=25), oversized)
