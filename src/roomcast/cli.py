@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from roomcast import logs
 from roomcast.cli_options import serve_options
 from roomcast.config import Settings
 from roomcast.exceptions import ConfigError
@@ -23,11 +23,9 @@ def main() -> None:
 
 @main.command()
 @serve_options
-def serve(log_level: str, **options: Any) -> None:
+def serve(log_level: str, log_format: str, **options: Any) -> None:
     """Run a server node."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.setup(log_level, log_format)
     try:
         settings = Settings(**settings_options(options))
     except ConfigError as exc:

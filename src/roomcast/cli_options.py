@@ -298,6 +298,16 @@ SERVE_OPTIONS: list[tuple[str, dict[str, Any]]] = [
         },
     ),
     (
+        "--log-format",
+        {
+            "default": "text",
+            "show_default": True,
+            "type": click.Choice(["text", "json"]),
+            "help": "Log lines as text, or as JSON objects with their fields "
+            "(docs/operations.md).",
+        },
+    ),
+    (
         "--log-level",
         {
             "default": "info",

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from roomcast.frame import Frame
+from roomcast.metrics import Meter
 from roomcast.protocol import Member
 
 if TYPE_CHECKING:
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 class Room:
     """A room with local members, and the newest offset fanned out to them."""
 
-    __slots__ = ("backlog", "epoch", "groups", "members", "name", "opening", "top")
+    __slots__ = ("backlog", "count", "epoch", "groups", "members", "name", "opening", "top")
 
     def __init__(self, name: str, epoch: str, top: int) -> None:
         self.name = name
@@ -30,6 +31,7 @@ class Room:
         self.opening = 0
         # While a gap in the live stream is read from history: what arrived meanwhile.
         self.backlog: list[tuple[int, bytes]] | None = None
+        self.count = 0  # messages fanned out since the last sample (roomcast.stats)
 
     @property
     def idle(self) -> bool:
@@ -39,9 +41,10 @@ class Room:
 class Hub:
     """Rooms by name. A room is here exactly while it has members or a join pending."""
 
-    def __init__(self, max_buffer: int) -> None:
+    def __init__(self, max_buffer: int, meter: Meter | None = None) -> None:
         self.rooms: dict[str, Room] = {}
         self.max_buffer = max_buffer
+        self.meter = meter or Meter()
 
     def __iter__(self) -> Iterator[Room]:
         return iter(self.rooms.values())
@@ -69,6 +72,7 @@ class Hub:
         for kind, sinks in room.groups.items():
             for session in kind.broadcast(frame, sinks, max_buffer):
                 session.overflowed()
+        self.meter.fanout(room, frame)
 
     def add_member(self, room: Room, session: Session) -> bool:
         """Make ``session`` a member; False if it was one already."""
@@ -77,6 +81,7 @@ class Hub:
         room.members[session] = None
         transport = session.transport
         room.groups.setdefault(type(transport), {})[session] = transport.sink
+        self.meter.joins[transport.kind] += 1
         session.rooms.add(room.name)
         return True
 
@@ -90,6 +95,7 @@ class Hub:
         del group[session]
         if not group:
             del room.groups[kind]
+        self.meter.leaves[kind.kind] += 1
         session.rooms.discard(room.name)
         return self.drop_if_idle(room)
 

@@ -18,6 +18,8 @@ from roomcast.exceptions import BrokerError, CloseCode, ErrorCode, ProtocolError
 from roomcast.frame import Frame
 from roomcast.history.base import now_ms
 from roomcast.hub import Hub, Room
+from roomcast.logs import event
+from roomcast.metrics import Meter
 from roomcast.presence import create_presence
 from roomcast.presence.agent import PresenceAgent
 from roomcast.protocol import (
@@ -29,9 +31,9 @@ from roomcast.protocol import (
     Welcome,
     check_room,
     encode,
-    encode_error,
 )
 from roomcast.session import Session
+from roomcast.stats import Stats
 from roomcast.tokens import Signer
 
 if TYPE_CHECKING:
@@ -46,7 +48,8 @@ class Node:
     def __init__(self, settings: Settings, broker: Broker | None = None) -> None:
         self.settings = settings
         self.broker = broker if broker is not None else create_broker(settings)
-        self.hub = Hub(settings.max_buffer)
+        self.meter = Meter()  # counters for GET /metrics
+        self.hub = Hub(settings.max_buffer, self.meter)
         self.presence_agent = PresenceAgent(
             create_presence(settings, self.hub), self.broker, self.hub
         )
@@ -59,6 +62,7 @@ class Node:
         self._subscriptions = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
+        self.stats = Stats(self)  # samples for the admin page; loop lag, broker ping
 
     @property
     def ready(self) -> bool:
@@ -71,6 +75,7 @@ class Node:
         await self.broker.connect(self._deliver)
         await self.presence_agent.start()
         self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeats())
+        self.stats.start()
         self.state = "ready"
         log.info("node %s ready", self.settings.node_id)
 
@@ -82,6 +87,7 @@ class Node:
         self.state = "draining"
         if self._heartbeat is not None:
             self._heartbeat.cancel()
+        self.stats.stop()
         await self.broker.flush()
         for session in list(self.sessions.values()):
             self.disconnect(session, CloseCode.SERVICE_RESTART, "server shutting down")
@@ -138,6 +144,7 @@ class Node:
         if session.closed:
             return
         session.closed = True
+        self.meter.disconnected(code)
         session.transport.close(code, reason)
         # Not now: this may run inside a fan-out loop over a room's members.
         asyncio.get_running_loop().call_soon(self.close_session, session)
@@ -157,11 +164,17 @@ class Node:
     def _expire(self, session: Session) -> None:
         session.expiry = None
         error = ProtocolError(ErrorCode.TOKEN_EXPIRED, "the connection token expired")
-        session.reply(encode_error(error))
+        session.fail(error)
+        log.info("session %s closed: token expired", session.id,
+                 extra=event("token_expired", session=session.id))  # fmt: skip
         self.disconnect(session, CloseCode.TOKEN_EXPIRED, "token expired")
 
     def disconnect_slow(self, session: Session) -> None:
-        log.warning("session %s disconnected: slow consumer", session.id)
+        if session.closed:
+            return  # still written to until it leaves its rooms: said once is enough
+        buffered = getattr(session.transport, "buffered", None)
+        log.warning("session %s disconnected: slow consumer (%s bytes buffered)", session.id,
+                    buffered, extra=event("slow_consumer", session=session.id, buffered=buffered))
         self.disconnect(session, CloseCode.SLOW_CONSUMER, "slow consumer")
 
     async def _heartbeats(self) -> None:
@@ -171,6 +184,8 @@ class Node:
                 if not session.transport.pongs:  # a comment to keep proxies from idling out
                     session.transport.ping()
                 elif session.awaiting_pong:
+                    log.info("session %s closed: heartbeat timeout", session.id,
+                             extra=event("heartbeat_timeout", session=session.id))  # fmt: skip
                     self.disconnect(session, CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
                 else:
                     session.awaiting_pong = True
@@ -347,7 +362,9 @@ class Node:
             future: asyncio.Future[Publication] = asyncio.get_running_loop().create_future()
             future.set_exception(BrokerError("the server is shutting down"))
             return future
-        return self.broker.publish(Draft(room, data, sender, now_ms()))
+        return self.meter.track_publish(
+            self.broker.publish(Draft(room, data, sender, now_ms())), api=sender is None
+        )
 
     async def presence(self, room: str) -> list[Member]:
         """Members of ``room`` on every node (at most ``--max-presence`` of them)."""

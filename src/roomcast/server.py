@@ -13,6 +13,7 @@ from aiohttp import web
 from roomcast.config import Settings
 from roomcast.http.app import create_app
 from roomcast.http.guard import watch_handshakes
+from roomcast.logs import event, redact_url
 from roomcast.node import Node
 
 log = logging.getLogger("roomcast.server")
@@ -39,25 +40,29 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     site = Site(runner, settings, context)
     await site.start()
     await node.start()
-    scheme, ws_scheme = ("http", "ws") if context is None else ("https", "wss")
-    log.info(
-        "roomcast serving on %s://%s:%d (/ws over %s, /sse, /poll; broker %s, history %s)",
-        scheme,
-        settings.host,
-        settings.port,
-        ws_scheme,
-        settings.broker,
-        settings.history,
-    )
+    log_start(settings, tls=context is not None)
     for warning in security_warnings(settings):
-        log.warning("%s", warning)
+        log.warning("%s", warning, extra=event("config_warning"))
     try:
         await stop.wait()
     finally:
-        log.info("shutting down")
+        log.info("shutting down", extra=event("stopping"))
         await node.drain()
         await runner.cleanup()
-        log.info("stopped")
+        log.info("stopped", extra=event("stop"))
+
+
+def log_start(settings: Settings, tls: bool) -> None:
+    """The start line: where, which broker (without its password), which auth mode."""
+    scheme, ws_scheme = ("https", "wss") if tls else ("http", "ws")
+    broker = redact_url(settings.broker)
+    fields = event("start", host=settings.host, port=settings.port, node=settings.node_id,
+                   broker=broker, history=settings.history, auth=settings.auth, tls=tls)
+    log.info(
+        "roomcast serving on %s://%s:%d (/ws over %s, /sse, /poll; broker %s, history %s, "
+        "auth %s)", scheme, settings.host, settings.port, ws_scheme, broker, settings.history,
+        settings.auth, extra=fields,
+    )  # fmt: skip
 
 
 class Site(web.TCPSite):

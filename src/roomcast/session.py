@@ -16,6 +16,7 @@ from roomcast.auth import Identity
 from roomcast.brokers.base import Publication
 from roomcast.exceptions import ErrorCode, ProtocolError
 from roomcast.frame import Frame
+from roomcast.logs import auth_failure
 from roomcast.protocol import (
     Command,
     CommandId,
@@ -95,6 +96,15 @@ class Session:
     def reply(self, payload: bytes) -> None:
         self.send(Frame(payload))
 
+    def fail(self, error: ProtocolError, command_id: CommandId = None) -> None:
+        """Send the ``error`` frame of ``error`` (counted in the node's metrics, unless it
+        is the reply of a ``POST /send``: its HTTP answer is counted)."""
+        if self.transport.kind != "reply":
+            self.node.meter.error(error.code)
+        if error.code == ErrorCode.UNAUTHORIZED:  # a refresh with a token that is not good
+            auth_failure(log, error.message, session=self.id)
+        self.reply(encode_error(error, command_id))
+
     def touch(self) -> None:
         """The client sent something: it is alive."""
         self.awaiting_pong = False
@@ -105,7 +115,7 @@ class Session:
         try:
             command = decode_command(data, self.node.settings.max_json_depth)
         except ProtocolError as error:
-            self.reply(encode_error(error))
+            self.fail(error)
             return
         await self.execute(command)
 
@@ -114,11 +124,10 @@ class Session:
         try:
             await self._dispatch(command)
         except ProtocolError as error:
-            self.reply(encode_error(error, command.id))
+            self.fail(error, command.id)
         except Exception:  # a bug: fail this command, keep the session and the server
             log.exception("session %s: %s command failed", self.id, type(command).__name__)
-            internal = ProtocolError(ErrorCode.UNAVAILABLE, "internal error", command.id)
-            self.reply(encode_error(internal))
+            self.fail(ProtocolError(ErrorCode.UNAVAILABLE, "internal error", command.id))
 
     async def _dispatch(self, command: Command) -> None:
         node = self.node
@@ -176,8 +185,7 @@ class Session:
             return
         error = future.exception()
         if error is not None:
-            failure = ProtocolError(ErrorCode.UNAVAILABLE, f"not published: {error}", command_id)
-            self.reply(encode_error(failure))
+            self.fail(ProtocolError(ErrorCode.UNAVAILABLE, f"not published: {error}", command_id))
             return
         pub = future.result()
         self.reply(encode(Ok(id=command_id, room=pub.room, epoch=pub.epoch, offset=pub.offset)))

@@ -68,6 +68,12 @@ class Broker(ABC):
     available: bool = True
     # Where events sent with ``broadcast`` arrive, on every node; set before ``connect``.
     on_event: DeliverEvent | None = None
+    # Connections to the backend made again after one was lost or failed (metrics).
+    reconnects: int = 0
+
+    async def ping(self) -> None:
+        """One round trip to the backend (metrics); a single node has none to make."""
+        return None
 
     async def broadcast(self, room: str, payload: bytes, exclude: str) -> None:
         """Send an event (not stored, no offset: ``joined``, ``left``) to the members of

@@ -33,6 +33,7 @@ from nats.errors import Error as NatsError
 from nats.errors import SlowConsumerError
 
 from roomcast.exceptions import BrokerError
+from roomcast.logs import event, redact_url
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -194,6 +195,7 @@ class RoomStream:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
             self._set_available(nc.is_connected)
+            log.info("connected to NATS", extra=event("broker_up"))
         except Exception:
             log.exception("connecting to NATS failed")
         finally:
@@ -234,7 +236,8 @@ class RoomStream:
 
     async def _on_disconnected(self) -> None:
         if self.nc is not None and not self.nc.is_closed:
-            log.warning("lost the connection to NATS, reconnecting")
+            log.warning("lost the connection to NATS, reconnecting",
+                        extra=event("broker_down", reason="connection lost"))  # fmt: skip
         self._set_available(False)
         error = BrokerError("lost the connection to NATS")
         for future in self._replies.values():
@@ -244,7 +247,7 @@ class RoomStream:
             queue.put_nowait(None)
 
     async def _on_reconnected(self) -> None:
-        log.info("reconnected to NATS")
+        log.info("reconnected to NATS", extra=event("broker_up"))
         if self.epoch:  # else the start has yet to make the stream ready
             self._set_available(True)
             self.refresh()  # the stream may be new, or gone
@@ -253,7 +256,8 @@ class RoomStream:
         level = logging.WARNING if isinstance(exc, SlowConsumerError) else logging.DEBUG
         log.log(level, "NATS: %r", exc)
         if not self._tried.is_set():
-            log.warning("NATS at %s unreachable (%r); retrying", self.servers, exc)
+            log.warning("NATS at %s unreachable (%r); retrying", redact_servers(self.servers),
+                        exc, extra=event("broker_down", reason=repr(exc)))  # fmt: skip
             self._tried.set()
 
     # -- requests ---------------------------------------------------------------------
@@ -480,3 +484,8 @@ class RoomStream:
             if meta.offset == last:
                 return False
         return True
+
+
+def redact_servers(servers: str | list[str]) -> str:
+    """The NATS URLs for a log line, without their credentials."""
+    return ",".join(map(redact_url, [servers] if isinstance(servers, str) else servers))

@@ -213,6 +213,7 @@ class NatsBroker(Broker):
 
     def _set_available(self, value: bool) -> None:
         self.available = value
+        self.reconnects = self.js.nc.stats["reconnects"] if self.js.nc is not None else 0
         if value:  # back after a disconnect: deliver what was stored meanwhile
             for room, state in self._subs.items():
                 if state.epoch:
@@ -229,6 +230,12 @@ class NatsBroker(Broker):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.js.online.wait(), timeout)
         return self.available
+
+    async def ping(self) -> None:
+        try:
+            await self.js.connected().flush(timeout=max(1, round(self.timeout)))
+        except NatsError as exc:
+            raise BrokerError(f"no answer: {exc!r}") from exc
 
     async def flush(self) -> None:
         tasks = [room.task for room in self._rooms.values() if room.task is not None]

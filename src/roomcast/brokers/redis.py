@@ -71,6 +71,7 @@ from roomcast.brokers.redis_client import (
 from roomcast.exceptions import BrokerError
 from roomcast.history.base import now_ms
 from roomcast.history.limits import Limits, fixed, oldest_ms, visible
+from roomcast.logs import event, redact_url
 
 if TYPE_CHECKING:
     from roomcast.brokers.redis_shards import ShardLinks
@@ -185,6 +186,13 @@ class RedisBroker(Broker):
     async def flush(self) -> None:
         await self._commits.flush()
 
+    async def ping(self) -> None:
+        try:
+            async with self._gate:
+                await self._redis.ping()
+        except REDIS_ERRORS as exc:
+            raise BrokerError(f"no answer: {exc}") from exc
+
     async def broadcast(self, room: str, payload: bytes, exclude: str) -> None:
         command = self._redis.spublish if self.sharded else self._redis.publish
         try:
@@ -250,6 +258,7 @@ class RedisBroker(Broker):
         while not self._closed:
             try:
                 await self._open_pubsub()
+                self.reconnects += attempt > 0
                 attempt = 0
                 await self._catch_up(list(self._rooms))
                 await self._read_pubsub()
@@ -257,7 +266,8 @@ class RedisBroker(Broker):
                 raise
             except (*REDIS_ERRORS, BrokerError) as exc:
                 if self.available or attempt == 0:
-                    log.warning("redis %s unreachable: %s; retrying", self.url, exc)
+                    log.warning("redis %s unreachable: %s; retrying", redact_url(self.url), exc,
+                                extra=event("broker_down", reason=str(exc)))  # fmt: skip
                 self._set_available(False)
                 await self._drop_pubsub()
                 attempt += 1
@@ -272,7 +282,7 @@ class RedisBroker(Broker):
         await self._sub(pubsub, list(self._rooms))
         self._pubsub = pubsub
         self._set_available(True)
-        log.info("redis %s connected", self.url)
+        log.info("redis %s connected", redact_url(self.url), extra=event("broker_up"))
 
     async def _read_pubsub(self) -> None:
         """Read pub/sub until the link fails. Every message already received is delivered

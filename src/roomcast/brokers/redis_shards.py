@@ -43,6 +43,7 @@ from roomcast.brokers.redis import (
     RECONNECT_CAP,
 )
 from roomcast.exceptions import BrokerError
+from roomcast.logs import event
 
 if TYPE_CHECKING:
     from roomcast.brokers.redis import RedisBroker
@@ -76,7 +77,8 @@ class ShardLinks:
                     break
                 except ERRORS as exc:
                     if attempt == 0:
-                        log.warning("redis cluster %s unreachable: %s; retrying", self.name, exc)
+                        log.warning("redis cluster %s unreachable: %s; retrying", self.name,
+                                    exc, extra=event("broker_down", reason=str(exc)))  # fmt: skip
                     attempt += 1
                     await asyncio.sleep(backoff(attempt))
             await asyncio.Event().wait()  # the links run in their own tasks
@@ -198,6 +200,7 @@ class Link:
             while not self.retired:
                 try:
                     await self._open()
+                    broker.reconnects += attempt > 0
                     attempt = 0
                     await broker._catch_up(sorted(self.rooms))
                     await self._read()
@@ -205,7 +208,8 @@ class Link:
                     raise
                 except ERRORS as exc:
                     if self.up or attempt == 0:
-                        log.warning("redis %s unreachable: %s; retrying", self.name, exc)
+                        log.warning("redis %s unreachable: %s; retrying", self.name, exc,
+                                    extra=event("broker_down", reason=str(exc)))  # fmt: skip
                     await self._drop()
                     attempt += 1
                     await asyncio.sleep(backoff(attempt))
@@ -238,7 +242,7 @@ class Link:
             await pubsub.ssubscribe(self.shards.broker._channel(room))
         self.up = True
         self.shards.changed()
-        log.info("redis %s connected", self.name)
+        log.info("redis %s connected", self.name, extra=event("broker_up"))
 
     async def _read(self) -> None:
         """Deliver what the link receives in batches; ping a quiet link, give up a

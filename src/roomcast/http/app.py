@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from roomcast.http import api, demo, pages
+from roomcast.http import api, demo, metrics, pages
 from roomcast.http.guard import Guard
 from roomcast.node import Node
 from roomcast.transports.echo import echo_handler
@@ -29,5 +29,6 @@ def create_app(node: Node) -> web.Application:
     app.router.add_post("/send", send_handler)
     api.add_routes(app)
     pages.add_routes(app)
+    metrics.add_routes(app)  # GET /metrics; error answers counted by code
     demo.add_routes(app)  # /demo/: the use-case demos (docs/demos.md)
     return app

@@ -69,6 +69,11 @@ class SSETransport:
     def sink(self) -> SSETransport:
         return self
 
+    @property
+    def buffered(self) -> int:
+        """Bytes written and not yet sent (logged when the client is cut off as slow)."""
+        return 0 if self._transport is None else self._transport.get_write_buffer_size()
+
     @staticmethod
     def broadcast(frame: Frame, sinks: Sinks, max_buffer: int) -> list[Session]:
         """Members whose cursors stand at the same place get the same bytes: each such

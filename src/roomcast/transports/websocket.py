@@ -23,7 +23,6 @@ from roomcast.exceptions import ErrorCode, ProtocolError
 from roomcast.frame import Frame
 from roomcast.http.errors import error_response
 from roomcast.node import Node
-from roomcast.protocol import encode_error
 from roomcast.transports.base import Sinks
 
 if TYPE_CHECKING:
@@ -57,6 +56,11 @@ class WebSocketTransport:
     @property
     def sink(self) -> asyncio.Transport:
         return self._transport
+
+    @property
+    def buffered(self) -> int:
+        """Bytes written and not yet sent (logged when the client is cut off as slow)."""
+        return self._transport.get_write_buffer_size()
 
     @staticmethod
     def broadcast(frame: Frame, sinks: Sinks, max_buffer: int) -> list[Session]:
@@ -156,7 +160,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             elif message.type is WSMsgType.BINARY:
                 session.touch()
                 error = ProtocolError(ErrorCode.BAD_REQUEST, "binary frames are not supported")
-                session.reply(encode_error(error))
+                session.fail(error)
             elif message.type is WSMsgType.PING:
                 session.touch()
                 await ws.pong(message.data)
