@@ -8,7 +8,7 @@ command (or raises :class:`ProtocolError` with the right error code), and the
 from __future__ import annotations
 
 import re
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 from msgspec import Raw, Struct
@@ -25,9 +25,12 @@ DEFAULT_HISTORY_LIMIT: Final = 100
 DEFAULT_MAX_DEPTH: Final = 32  # --max-json-depth
 
 
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]  # what history stores take
+
+
 class Since(Struct, frozen=True):
     epoch: str
-    offset: int
+    offset: Int64
 
 
 class Join(Struct, tag="join", tag_field="type", frozen=True):
@@ -54,8 +57,8 @@ class Presence(Struct, tag="presence", tag_field="type", frozen=True):
 
 class History(Struct, tag="history", tag_field="type", frozen=True):
     room: str
-    limit: int = DEFAULT_HISTORY_LIMIT
-    before: int | None = None
+    limit: Int64 = DEFAULT_HISTORY_LIMIT
+    before: Int64 | None = None
     id: CommandId = None
 
 
