@@ -91,16 +91,23 @@ async def test_secrets_and_tokens_never_reach_the_log(server_factory: ServerFact
     forged = jwt.encode({"sub": "mallory"}, "x" * 32, algorithm="HS256")
     with pytest.raises(InvalidStatus):
         await websockets.connect(f"{server.ws_url}?token={forged}")
+    body = "a-message-body-0123456789"  # what clients say is not the log's business either
     async with websockets.connect(f"{server.ws_url}?token={good}") as ws:
         await ws.recv()
         await ws.send(json.dumps({"type": "refresh", "token": forged, "id": 1}))
         assert json.loads(await ws.recv())["code"] == "unauthorized"
+        await ws.send(json.dumps({"type": "join", "room": "lobby", "id": 2}))
+        await ws.send(json.dumps({"type": "publish", "room": "lobby", "data": body, "id": 3}))
+        while (reply := json.loads(await ws.recv())).get("id") != 3:
+            pass
+        assert reply["type"] == "ok"
     async with aiohttp.ClientSession() as http:
         for key in ("wrong-key-0123456789", api_key):
-            await http.post(server.http_url + "/api/publish", json={"room": "r", "data": 1},
+            await http.post(server.http_url + "/api/publish", json={"room": "r", "data": body},
                             headers={"Authorization": f"Bearer {key}"})  # fmt: skip
     server.stop()
     log = server.log()
     assert "roomcast serving on" in log and "stopped" in log
-    for secret in (api_key, session_secret, SECRET, good, forged, "wrong-key-0123456789"):
+    assert "auth failure: invalid token" in log and "auth failure: missing or wrong API key" in log
+    for secret in (api_key, session_secret, SECRET, good, forged, "wrong-key-0123456789", body):
         assert secret not in log

@@ -138,10 +138,12 @@ class Flood:
     slow_session: str
 
 
-async def flood_until_slow(ws_connect: Connect, pub: ServerProcess, sub: ServerProcess) -> Flood:
+async def flood_until_slow(
+    ws_connect: Connect, pub: ServerProcess, sub: ServerProcess, data: str = "x" * 8000
+) -> Flood:
     """A raw client on ``sub`` joins room flood and stops reading; a client on ``pub``
-    publishes 8 KB messages in waves of 100 (reading them and their oks) until the server
-    cuts the slow one off (its ``left`` arrives)."""
+    publishes ``data`` in waves of 100 messages (reading them and their oks) until the
+    server cuts the slow one off (its ``left`` arrives)."""
     slow = await RawWebSocket.connect("127.0.0.1", sub.port, rcvbuf=4096)
     welcome = json.loads((await slow.recv_frame())[1])
     slow.send_text(json.dumps({"type": "join", "room": "flood", "id": 1}))
@@ -153,7 +155,7 @@ async def flood_until_slow(ws_connect: Connect, pub: ServerProcess, sub: ServerP
     while left is None:
         assert published < 5000, "the slow client was never cut off"
         for n in range(published, published + 100):
-            await fast.send(type="publish", room="flood", data="x" * 8000, id=n)
+            await fast.send(type="publish", room="flood", data=data, id=n)
         published += 100
         oks = 0
         while received < published or oks < 100:
