@@ -13,6 +13,7 @@ import logging
 from roomcast.brokers.base import Broker, Deliver, Draft, GroupCommit, Page, Pending, Publication
 from roomcast.exceptions import BrokerError
 from roomcast.history.base import HistoryStore, Record
+from roomcast.logs import event
 from roomcast.protocol import encode_message
 
 log = logging.getLogger("roomcast.broker")
@@ -56,7 +57,8 @@ class MemoryBroker(Broker):
             records = await self._assign(batch)
             await self.store.append(records)
         except Exception as exc:
-            log.error("history commit of %d messages failed: %s", len(batch), exc)
+            log.error("history commit of %d messages failed: %s", len(batch), exc,
+                      extra=event("commit_failed", reason=str(exc), messages=len(batch)))
             self._tops.clear()  # reload from the store: nothing of this batch was kept
             error = exc if isinstance(exc, BrokerError) else BrokerError(str(exc))
             for _, future in batch:
