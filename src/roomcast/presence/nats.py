@@ -45,6 +45,7 @@ from roomcast.brokers.jetstream import (
     WRONG_LAST_SEQUENCE,
     PubAck,
     Reply,
+    redact_servers,
     room_token,
 )
 from roomcast.brokers.nats import parse_url
@@ -220,7 +221,7 @@ class NatsPresence(PresenceStore):
     async def _on_error(self, exc: Exception) -> None:
         log.debug("NATS (presence): %r", exc)
         if not self._tried.is_set():
-            log.warning("NATS at %s unreachable (%r); retrying", self.servers, exc)
+            log.warning("NATS at %s unreachable (%r); retrying", redact_servers(self.servers), exc)
             self._tried.set()
 
     async def _back(self) -> None:
