@@ -18,16 +18,10 @@ from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from roomcast.testing import RawWebSocket, ServerProcess
 
 AUTOBAHN = Path(__file__).resolve().parents[3] / "shared" / "autobahn" / "run_autobahn.sh"
-# Cases left out of the run, each for a choice of aiohttp that roomcast cannot change
-# (12.* and 13.*, permessage-deflate, are left out by --no-compression: not offered).
-AUTOBAHN_EXCLUDED = {
-    # A close frame with the reserved code 1006 must fail the connection with 1002
-    # (RFC 6455 7.4.1). aiohttp 3.14's reader takes 1006 for a valid code (it is in its
-    # WSCloseCode enum) and answers with a normal close, 1000. Fixed upstream by
-    # aio-libs/aiohttp pull request 13536; see test_close_code_1006_is_taken_as_valid.
-    "7.9.5": "aiohttp accepts the reserved close code 1006",
-}
-AUTOBAHN_CASES = 300  # of cases 1.* to 10.* (301), every one but those excluded
+# Cases left out of the run, each with its reason: none. (12.* and 13.*,
+# permessage-deflate, are left out by --no-compression: roomcast does not offer it.)
+AUTOBAHN_EXCLUDED: dict[str, str] = {}
+AUTOBAHN_CASES = 301  # cases 1.* to 10.*
 LIMIT = 128 * 1024  # --max-message-size of the direct tests
 
 
@@ -84,10 +78,10 @@ async def test_ping_with_websockets(echo: ServerProcess) -> None:
         await asyncio.wait_for(pong, 5)
 
 
-@pytest.mark.parametrize(("code", "answer"), [(1000, 1000), (1001, 1000), (4000, 1000)])
+@pytest.mark.parametrize(("code", "answer"), [(1000, 1000), (1001, 1001), (4000, 4000)])
 async def test_close_code_and_answer(echo: ServerProcess, code: int, answer: int) -> None:
-    """The close handshake completes cleanly; aiohttp answers every valid close with 1000
-    (RFC 6455 5.5.1: an endpoint *typically* echoes the code; /ws does the same)."""
+    """The close handshake completes cleanly, the client's code echoed back (RFC 6455
+    5.5.1; /ws does the same)."""
     async with websockets.connect(echo_url(echo)) as ws:
         await ws.send("before")
         assert await asyncio.wait_for(ws.recv(), 5) == "before"
@@ -111,13 +105,15 @@ async def test_invalid_close_code_and_bad_utf8_are_protocol_errors(echo: ServerP
             await raw.close()
 
 
-async def test_close_code_1006_is_taken_as_valid(echo: ServerProcess) -> None:
-    """The reason Autobahn case 7.9.5 is excluded. When aiohttp answers 1002 here, drop
-    the exclusion (AUTOBAHN_EXCLUDED) and this test."""
+@pytest.mark.parametrize("code", [1004, 1005, 1006, 1015])
+async def test_reserved_close_codes_are_protocol_errors(echo: ServerProcess, code: int) -> None:
+    """Codes no endpoint may send (RFC 6455 7.4.1) are answered with 1002. aiohttp's
+    reader lets 1006 through (Autobahn 7.9.5); the handler's answer_close catches it."""
     raw = await RawWebSocket.connect("127.0.0.1", echo.port, "/echo")
     try:
-        raw.send_frame(0x8, struct.pack("!H", 1006))
-        assert await asyncio.wait_for(raw.recv_frame(), 5) == (0x8, struct.pack("!H", 1000))
+        raw.send_frame(0x8, struct.pack("!H", code))
+        kind, body = await asyncio.wait_for(raw.recv_frame(), 5)
+        assert (kind, struct.unpack("!H", body[:2])[0]) == (0x8, 1002)
     finally:
         await raw.close()
 
@@ -149,9 +145,9 @@ def test_autobahn_testsuite_passes_every_case(
     server = server_factory(
         "--history", "memory", "--enable-echo", "--max-message-size", str(32 * 1024 * 1024)
     )  # fmt: skip
+    excluded = ["--exclude", ",".join(AUTOBAHN_EXCLUDED)] if AUTOBAHN_EXCLUDED else []
     command = [
-        "bash", str(AUTOBAHN), echo_url(server), "--no-compression",
-        "--exclude", ",".join(AUTOBAHN_EXCLUDED),
+        "bash", str(AUTOBAHN), echo_url(server), "--no-compression", *excluded,
         "--outdir", str(tmp_path / "reports"), "--timeout", "600",
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=1200, check=False)

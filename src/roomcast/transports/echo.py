@@ -14,7 +14,7 @@ import asyncio
 from aiohttp import WSMsgType, web
 
 from roomcast.frame import websocket_binary_frame, websocket_text_frame
-from roomcast.transports.websocket import NODE_KEY, websocket_response
+from roomcast.transports.websocket import NODE_KEY, answer_close, websocket_response
 
 
 async def echo_handler(request: web.Request) -> web.StreamResponse:
@@ -33,6 +33,7 @@ async def echo_handler(request: web.Request) -> web.StreamResponse:
             await ws.pong(message.data)
         elif message.type is WSMsgType.ERROR:  # aiohttp already closed with its code
             break
+    await answer_close(ws)
     return ws
 
 

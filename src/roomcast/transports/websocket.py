@@ -110,6 +110,23 @@ def user_name(request: web.Request) -> str:
     return name
 
 
+def valid_close_code(code: int) -> bool:
+    """A code a peer may send in a close frame (RFC 6455 7.4): 1000-1003, 1007-1014
+    and 3000-4999; not 1004-1006 or 1015, which must never be sent."""
+    return code in {1000, 1001, 1002, 1003} or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+async def answer_close(ws: web.WebSocketResponse) -> None:
+    """Answer the client's close frame: its own code echoed back (1000 for a close without
+    a code, which aiohttp reads as 0), or 1002 if it sent a code no endpoint may send
+    (aiohttp's reader lets the reserved 1006 through)."""
+    code = ws.close_code
+    if code is not None and not ws.closed:
+        answer = 1000 if code == 0 else code if valid_close_code(code) else 1002
+        with contextlib.suppress(Exception):
+            await ws.close(code=answer)
+
+
 def connection_token(request: web.Request) -> str | None:
     """The client's connection token: ``?token=`` (browsers cannot set headers on a
     WebSocket or EventSource) or ``Authorization: Bearer``."""
@@ -130,6 +147,7 @@ def websocket_response(settings: Settings) -> web.WebSocketResponse:
     pings answered by the session (it notes the client is alive), bounded messages."""
     return web.WebSocketResponse(
         autoping=False,
+        autoclose=False,  # the handler answers a close itself: answer_close()
         compress=False,
         max_msg_size=settings.max_message_size,
         timeout=settings.close_timeout,
@@ -168,6 +186,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
                 session.touch()
             else:  # ERROR: aiohttp already closed with the right code (1009, 1002, ...)
                 break
+        await answer_close(ws)  # the loop ends on the client's close frame
     finally:
         node.close_session(session)
     return ws
