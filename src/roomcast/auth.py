@@ -26,11 +26,15 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 
-from roomcast.config import MIN_TOKEN_SECRET, Settings
+from roomcast.config import MIN_TOKEN_SECRET, RESERVED_NAMESPACE, Settings
 from roomcast.exceptions import ConfigError, ErrorCode, ProtocolError
 
 MAX_USER_LENGTH: Final = 64
 LEEWAY: Final = 5.0  # seconds of clock skew allowed when a token is first checked
+RESERVED: Final = RESERVED_NAMESPACE.pattern.rstrip("*")  # "roomcast:"
+ADMIN_ROOM: Final = RESERVED + "admin"
+ADMIN_KID: Final = "roomcast-admin"  # the JWT header of admin connection tokens
+ADMIN_USER: Final = "admin"
 
 
 class Grants(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -47,6 +51,7 @@ class Identity(msgspec.Struct, frozen=True):
     anonymous: bool = True
     grants: Grants | None = None
     expires: float = 0.0  # unix time the token ends; 0: never
+    admin: bool = False  # may join the admin room (an admin page's connection)
 
     def expired(self, grace: float, now: float | None = None) -> bool:
         return bool(self.expires) and (now or time.time()) > self.expires + grace
@@ -68,6 +73,7 @@ class Authenticator:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.mode = settings.auth
+        self.admin_key: bytes | None = None  # set by roomcast.admin when the page is on
         self._keys: dict[str, Any] = {}
         if settings.token_secret is not None:
             self._keys["HS256"] = settings.token_secret.encode()
@@ -83,7 +89,7 @@ class Authenticator:
         """The identity of a new connection: its token's, or anonymous named ``name``.
 
         ``unauthorized`` (HTTP 401) if a token is required and missing, or is not good."""
-        if token and self._keys:
+        if token and (self._keys or _is_admin_token(token)):
             return self.verify(token)
         if self.mode == "required":
             raise ProtocolError(ErrorCode.UNAUTHORIZED, "a connection token is required")
@@ -92,6 +98,8 @@ class Authenticator:
 
     def verify(self, token: str) -> Identity:
         """The identity in ``token``; ``token_expired`` or ``unauthorized`` if not good."""
+        if _is_admin_token(token):
+            return self._verify_admin(token)
         try:
             algorithm = str(jwt.get_unverified_header(token).get("alg"))
             key = self._keys.get(algorithm)
@@ -110,9 +118,25 @@ class Authenticator:
         grants = None if self.mode == "off" else claims.rooms
         return Identity(claims.sub, anonymous=False, grants=grants, expires=claims.exp or 0.0)
 
+    def _verify_admin(self, token: str) -> Identity:
+        if self.admin_key is None:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "the admin page is off on this node")
+        try:
+            claims = jwt.decode(token, self.admin_key, algorithms=["HS256"], leeway=LEEWAY,
+                                options={"require": ["exp", "sub"]})  # fmt: skip
+        except jwt.ExpiredSignatureError:
+            raise ProtocolError(ErrorCode.TOKEN_EXPIRED, "the admin token expired") from None
+        except jwt.InvalidTokenError as exc:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, f"invalid admin token: {exc}") from None
+        grants = None if self.mode == "off" else Grants()
+        return Identity(str(claims["sub"]), anonymous=False, grants=grants,
+                        expires=float(claims["exp"]), admin=True)  # fmt: skip
+
     # -- decisions ---------------------------------------------------------------------
 
     def may_join(self, identity: Identity, room: str) -> bool:
+        if room.startswith(RESERVED):  # roomcast's own rooms, whatever --auth says
+            return identity.admin and room == ADMIN_ROOM
         grants = identity.grants
         if grants is None or self.settings.namespace(room).anonymous:
             return True
@@ -121,6 +145,8 @@ class Authenticator:
     def may_publish(self, identity: Identity, room: str) -> bool:
         """Clients may publish to the room (the namespace allows it and so does the token).
         Publishing also needs membership, checked by the session."""
+        if room.startswith(RESERVED):
+            return False  # only the nodes publish there
         namespace = self.settings.namespace(room)
         if namespace.publish == "api":
             return False
@@ -147,6 +173,13 @@ class Authenticator:
             raise ProtocolError(
                 ErrorCode.FORBIDDEN, "presence is off in this room's namespace", command_id
             )
+
+
+def _is_admin_token(token: str) -> bool:
+    try:
+        return jwt.get_unverified_header(token).get("kid") == ADMIN_KID
+    except jwt.InvalidTokenError:
+        return False
 
 
 def _public_key(pem: str) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:

@@ -62,6 +62,14 @@ SERVE_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ),
     ("--api-key", {"default": None, "help": "Key of the HTTP API (off without one)."}),
     (
+        "--admin-password",
+        {
+            "default": None,
+            "help": "Password of the admin page at /admin (default: the --api-key; "
+            "off without either).",
+        },
+    ),
+    (
         "--secret",
         {
             "default": None,

@@ -17,6 +17,12 @@ from roomcast.limits import TrustedProxies
 from roomcast.policy import Namespace
 
 MIN_TOKEN_SECRET = 32
+MIN_ADMIN_PASSWORD = 8
+# Rooms of roomcast's own (the admin page's): nobody publishes to them but the nodes, only
+# an admin may join (roomcast.auth), and they keep a few seconds of history.
+RESERVED_NAMESPACE = Namespace(
+    pattern="roomcast:*", publish="api", presence=False, history_size=8, history_ttl=30.0
+)
 
 
 def default_node_id(port: int) -> str:
@@ -35,6 +41,7 @@ class Settings:
     history_size: int = 1000
     history_ttl: float = 0.0
     api_key: str | None = None
+    admin_password: str | None = None  # the admin page's (default: the API key)
     secret: str | None = None
     poll_timeout: float = 25.0
     heartbeat: float = 25.0
@@ -92,6 +99,8 @@ class Settings:
             object.__setattr__(self, "broker", "memory://")
         if not self.node_id:
             object.__setattr__(self, "node_id", default_node_id(self.port))
+        if RESERVED_NAMESPACE not in self.namespaces:  # first: no --config rule overrides it
+            object.__setattr__(self, "namespaces", (RESERVED_NAMESPACE, *self.namespaces))
 
     def _check_security(self) -> None:
         if self.auth not in {"off", "optional", "required"}:
@@ -103,6 +112,8 @@ class Settings:
                 f"--token-secret must be at least {MIN_TOKEN_SECRET} bytes (RFC 7518: an HS256 "
                 "key is as long as the hash)"
             )
+        if self.admin_password is not None and len(self.admin_password) < MIN_ADMIN_PASSWORD:
+            raise ConfigError(f"--admin-password must be at least {MIN_ADMIN_PASSWORD} characters")
         TrustedProxies(self.trusted_proxies)  # a bad address is a ConfigError
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together")
@@ -129,6 +140,11 @@ class Settings:
         """The rules of ``room``: its namespace's, the server's defaults filled in."""
         return _resolve(self.namespaces, self.readonly_rooms, self.history_size,
                         self.history_ttl, room)  # fmt: skip
+
+    @property
+    def admin_secret(self) -> str | None:
+        """What logs into the admin page: ``--admin-password``, else ``--api-key``."""
+        return self.admin_password if self.admin_password is not None else self.api_key
 
     @property
     def history_path(self) -> Path:

@@ -43,6 +43,7 @@ class CloseCode:
     SLOW_CONSUMER: Final = 4001
     HEARTBEAT_TIMEOUT: Final = 4002
     TOKEN_EXPIRED: Final = 4003  # the token expired and no `refresh` came in the grace
+    ADMIN_DISCONNECT: Final = 4004  # disconnected by an administrator (the admin page)
 
 
 class RoomcastError(Exception):

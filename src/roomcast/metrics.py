@@ -42,6 +42,7 @@ REASONS: Final = {
     CloseCode.HEARTBEAT_TIMEOUT: "heartbeat_timeout",
     CloseCode.TOKEN_EXPIRED: "token_expired",
     CloseCode.SERVICE_RESTART: "shutdown",
+    CloseCode.ADMIN_DISCONNECT: "admin",
 }
 ERROR_CODES: Final = tuple(
     value for name, value in vars(ErrorCode).items() if name.isupper() and isinstance(value, str)

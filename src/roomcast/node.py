@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from msgspec import Raw
 
+from roomcast.admin import Admin
 from roomcast.auth import Authenticator, Identity
 from roomcast.brokers import Broker, Draft, Publication, create_broker
 from roomcast.config import Settings
@@ -55,7 +56,8 @@ class Node:
         )
         self.broker.on_event = self.hub.tell
         self.sessions: dict[str, Session] = {}
-        self.signer = Signer(settings.secret or secrets.token_urlsafe(32))
+        secret = settings.secret or secrets.token_urlsafe(32)
+        self.signer = Signer(secret)
         self.auth = Authenticator(settings)
         self.state = "starting"  # starting -> ready -> draining -> stopped
         self._opening: dict[str, asyncio.Future[Room]] = {}
@@ -63,6 +65,7 @@ class Node:
         self._tasks: set[asyncio.Task[None]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
         self.stats = Stats(self)  # samples for the admin page; loop lag, broker ping
+        self.admin = Admin(self, secret)  # its stats publisher and commands (admin.py)
 
     @property
     def ready(self) -> bool:
@@ -77,6 +80,7 @@ class Node:
         self._heartbeat = asyncio.get_running_loop().create_task(self._heartbeats())
         self.stats.start()
         self.state = "ready"
+        self.admin.start()
         log.info("node %s ready", self.settings.node_id)
 
     async def drain(self) -> None:
@@ -88,6 +92,7 @@ class Node:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         self.stats.stop()
+        self.admin.stop()
         await self.broker.flush()
         for session in list(self.sessions.values()):
             self.disconnect(session, CloseCode.SERVICE_RESTART, "server shutting down")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from roomcast.http import api, demo, metrics, pages
+from roomcast.http import admin, api, demo, metrics, pages
 from roomcast.http.guard import Guard
 from roomcast.node import Node
 from roomcast.transports.echo import echo_handler
@@ -31,4 +31,5 @@ def create_app(node: Node) -> web.Application:
     pages.add_routes(app)
     metrics.add_routes(app)  # GET /metrics; error answers counted by code
     demo.add_routes(app)  # /demo/: the use-case demos (docs/demos.md)
+    admin.add_routes(app)  # /admin: the admin page (docs/operations.md#admin-page)
     return app
