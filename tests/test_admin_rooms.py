@@ -124,8 +124,8 @@ async def test_no_client_joins_or_publishes_to_a_reserved_room_one_way(
     assert (status, reply["code"]) == (400, "not_joined")
     client.close()
     async with http.get(f"{server.http_url}/api/rooms/{ADMIN_ROOM}/history?limit=8",
-                        headers={"Authorization": f"Bearer {KEY}"}) as answer:  # fmt: skip
-        stored = (await answer.json())["messages"]
+                        headers={"Authorization": f"Bearer {KEY}"}) as history:  # fmt: skip
+        stored = (await history.json())["messages"]
     assert stored and all(message["data"].get("fake") is None for message in stored)
 
 
