@@ -208,14 +208,15 @@ def test_every_command_type_has_a_struct() -> None:
 
 # -- round trip -----------------------------------------------------------------------
 
+int64s = st.integers(min_value=-(2**63), max_value=2**63 - 1)  # larger: bad_request
 raw_data = json_values.map(lambda value: msgspec.Raw(msgspec.json.encode(value)))
 FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "room": rooms,
     "id": command_ids,
     "data": raw_data,
-    "limit": st.integers(min_value=1),
-    "before": st.none() | st.integers(),
-    "since": st.none() | st.builds(protocol.Since, epoch=st.text(), offset=st.integers()),
+    "limit": st.integers(min_value=1, max_value=2**63 - 1),
+    "before": st.none() | int64s,
+    "since": st.none() | st.builds(protocol.Since, epoch=st.text(), offset=int64s),
 }
 
 
