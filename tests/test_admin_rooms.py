@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
+import jwt
 import pytest
 import websockets
 from conftest import ServerFactory, WsClient
@@ -151,6 +152,10 @@ async def test_the_admin_token_reads_the_stats_and_publishes_nothing(
         {"type": "join", "room": "roomcast:control"},
         {"type": "join", "room": "lobby"},
     ) == ["forbidden", "forbidden", "forbidden", "ok" if auth == "off" else "forbidden"]
+    renewed = await admin_token(http, server)  # what the page does before its token expires
+    reply = await admin.request(type="refresh", token=renewed, id="r")
+    assert (reply["type"], reply["expires"]) == ("ok", jwt.decode(
+        renewed, options={"verify_signature": False})["exp"])  # fmt: skip
     # Only over WebSocket: a one-way session does not carry the admin grant.
     status, body = await OneWay(http, server.http_url).sse_error(rooms=ADMIN_ROOM, token=token)
     assert (status, body["code"]) == (403, "forbidden")

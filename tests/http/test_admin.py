@@ -1,7 +1,7 @@
 """The admin page's HTTP side against real servers: the page when it is off, the login
 (its cookie, the rate limit, never logging the password), the header every admin
 request needs, and the actions: publish, presence, disconnect (4004), also across two
-nodes sharing a Redis."""
+nodes sharing a Redis or a NATS."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from roomcast.admin import COOKIE_TTL, TOKEN_TTL
 from roomcast.auth import ADMIN_KID, ADMIN_ROOM
 from roomcast.exceptions import CloseCode
 from roomcast.http.admin import COOKIE, LOGIN_BURST, OFF
-from roomcast.testing import RedisProcess, ServerProcess
+from roomcast.testing import ServerProcess
 
 Connect = Callable[..., Any]
 KEY = "admin-test-api-key"
@@ -320,11 +320,13 @@ async def test_presence_shows_session_ids_and_disconnect_closes_with_4004(
         assert 'roomcast_disconnects_total{reason="admin"} 1.0' in await reply.text()
 
 
+@pytest.mark.parametrize("broker", ["redis_server", "nats_server"])
 async def test_any_node_disconnects_a_session_of_another_node(
     server_factory: ServerFactory, http: aiohttp.ClientSession, ws_connect: Connect,
-    redis_server: RedisProcess,
+    request: pytest.FixtureRequest, broker: str,
 ) -> None:  # fmt: skip
-    cluster = ("--broker", redis_server.url, "--secret", SECRET)
+    url: str = request.getfixturevalue(broker).url
+    cluster = ("--broker", url, "--secret", SECRET)
     nodes = [admin_server(server_factory, *cluster, "--node-id", name) for name in "ab"]
     admin = await logged_in(http, nodes[0])
     on_b: WsClient = await ws_connect(nodes[1].ws_url)
