@@ -131,8 +131,13 @@ async def test_login_sets_a_short_lived_httponly_strict_cookie(
     admin = Admin(http, server)
     assert await admin.login(KEY) == (401, error("unauthorized", "wrong admin password"))
     assert admin.cookie is None
+    node = (await admin.call("GET", "/admin/api/session"))[1]["node"]
+    assert await admin.call("GET", "/admin/api/session") == (200, {"logged_in": False,
+                                                                   "node": node})  # fmt: skip
     status, body = await admin.login(PASSWORD)
-    assert (status, body) == (200, {"node": body["node"]})
+    assert (status, body) == (200, {"node": node})
+    assert await admin.call("GET", "/admin/api/session") == (200, {"logged_in": True,
+                                                                   "node": node})  # fmt: skip
     morsel = admin.set_cookie[COOKIE]
     assert (morsel["samesite"], morsel["path"], morsel["max-age"]) == (
         "Strict", "/admin", str(int(COOKIE_TTL)),

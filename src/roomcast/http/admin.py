@@ -72,6 +72,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/admin", page)
     app.router.add_post("/admin/login", _action(login, logged_in=False))
     app.router.add_post("/admin/logout", _action(logout, logged_in=False))
+    app.router.add_get("/admin/api/session", _action(session, logged_in=False))
     app.router.add_get("/admin/api/token", _action(token))
     app.router.add_get("/admin/api/presence", _action(presence))
     app.router.add_post("/admin/api/publish", _action(publish))
@@ -144,6 +145,13 @@ async def login(request: web.Request, node: Node, admin: Admin) -> web.Response:
     response = json_body(encode({"node": node.settings.node_id}))
     _set_cookie(request, response, admin.keys.cookie())
     return response
+
+
+async def session(request: web.Request, node: Node, admin: Admin) -> web.Response:
+    """Whether this browser is logged in (the page asks before it shows the login form)."""
+    assert admin.keys is not None
+    logged_in = admin.keys.valid_cookie(request.cookies.get(COOKIE))
+    return json_body(encode({"logged_in": logged_in, "node": node.settings.node_id}))
 
 
 async def logout(request: web.Request, node: Node, admin: Admin) -> web.Response:

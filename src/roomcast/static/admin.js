@@ -110,7 +110,7 @@ async function onLogout() {
 
 // --------------------------------------------------------------------- the live feed
 
-/** Connect with `first` (a token already fetched) or a fresh one; stats start flowing. */
+/** Connect with `first` (a token already fetched, or null); stats start flowing. */
 function start(first) {
   stop();
   $("login").hidden = true;
@@ -359,10 +359,11 @@ async function main() {
     showMembers($("presence-room").value.trim());
   });
   try {
-    start((await api("/admin/api/token")).token);
+    const { logged_in: loggedIn } = await api("/admin/api/session");
+    if (loggedIn) start(null);
+    else showLogin("");
   } catch (err) {
-    if (err.status === 401) showLogin("");
-    else setStatus("error", err.message);
+    setStatus("error", err.message);
   }
 }
 
