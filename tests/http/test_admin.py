@@ -18,6 +18,7 @@ import jwt
 import pytest
 import websockets
 from conftest import ServerFactory, WsClient
+from oneway_client import OneWay
 from test_tls import make_pki
 
 from roomcast.admin import COOKIE_TTL, TOKEN_TTL
@@ -323,6 +324,19 @@ async def test_presence_shows_session_ids_and_disconnect_closes_with_4004(
     assert (status, answer) == (400, error("bad_request", "session must be 1-64 characters"))
     async with http.get(server.http_url + "/metrics") as reply:
         assert 'roomcast_disconnects_total{reason="admin"} 1.0' in await reply.text()
+
+
+async def test_disconnect_ends_an_sse_stream(
+    server_factory: ServerFactory, http: aiohttp.ClientSession
+) -> None:
+    server = admin_server(server_factory)
+    admin = await logged_in(http, server)
+    stream = await OneWay(http, server.http_url).sse(rooms="lobby")
+    session = (await stream.until("welcome")).data["session"]
+    status, answer = await admin.call("POST", "/admin/api/disconnect", {"session": session})
+    assert (status, answer["session"]) == (200, session)
+    assert await stream.ended(5)
+    stream.close()
 
 
 @pytest.mark.parametrize("broker", ["redis_server", "nats_server"])
