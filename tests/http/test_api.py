@@ -119,3 +119,13 @@ async def test_health_and_ready(server: ServerProcess) -> None:
     assert await call("GET", server.http_url + "/health") == (200, {"status": "ok"})
     status, answer = await call("GET", server.http_url + "/ready")
     assert (status, answer["status"]) == (200, "ready")
+
+
+async def test_the_servers_own_rooms_take_no_publish_from_the_api(server: ServerProcess) -> None:
+    for room in ("roomcast:admin", "roomcast:control", "roomcast:other"):
+        status, answer = await call("POST", server.http_url + "/api/publish", headers=AUTH,
+                                    body={"room": room, "data": {"fake": "stats"}})  # fmt: skip
+        assert (status, answer["code"]) == (403, "forbidden")
+    status, _ = await call("POST", server.http_url + "/api/publish", headers=AUTH,
+                           body={"room": "roomcast-not-reserved", "data": 1})  # fmt: skip
+    assert status == 200

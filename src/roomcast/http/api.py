@@ -14,6 +14,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Raw, Struct
 
+from roomcast.auth import RESERVED
 from roomcast.exceptions import BrokerError, ErrorCode, ProtocolError
 from roomcast.http import openapi
 from roomcast.http.errors import error_response, json_body
@@ -75,6 +76,8 @@ async def publish(request: web.Request, node: Node) -> web.Response:
         ) from None
     body = _decode_body(raw)
     check_room(body.room)
+    if body.room.startswith(RESERVED):
+        raise ProtocolError(ErrorCode.FORBIDDEN, f"{RESERVED}* rooms are the server's own")
     if len(body.data) > settings.max_data_size:
         raise ProtocolError(
             ErrorCode.TOO_LARGE, f"data is larger than {settings.max_data_size} bytes"
