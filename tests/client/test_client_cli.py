@@ -194,6 +194,7 @@ async def test_connect_with_a_token(server_factory: ServerFactory, cli: CliFacto
     await alice.type("hello")
     assert await alice.line() == "[lobby] alice: hello"
     assert await alice.end_input() == 0
+    assert f"* connected to {server.ws_url} as alice;" in await alice.stderr()
     refused = await cli("connect", server.ws_url, "--room", "lobby")
     assert await asyncio.wait_for(refused.process.wait(), 20) == 1
     assert "401" in await refused.stderr()

@@ -13,6 +13,7 @@ import click
 from roomcast.client.client import Client
 from roomcast.client.http import ApiError, api_base, api_publish
 from roomcast.client.terminal import HELP, Terminal, stdin_lines
+from roomcast.client.tokens import claims_of
 from roomcast.exceptions import ClientError
 
 
@@ -57,6 +58,10 @@ async def _connect(
 
 
 def _user(client: Client, name: str | None) -> str:
+    token = client.tokens.current
+    user = claims_of(token).get("sub") if token else None
+    if isinstance(user, str):
+        return user
     return name if name is not None else f"an anonymous user (session {client.session_id})"
 
 

@@ -20,16 +20,21 @@ Token = str | TokenProvider
 MIN_AHEAD: Final = 5.0  # refresh at least this long before the token expires
 
 
-def expires_of(token: str) -> float:
-    """The ``exp`` of a JWT (unix time; 0 if it has none or cannot be read). The client
-    does not verify the token: the server does."""
+def claims_of(token: str) -> dict[str, object]:
+    """The claims of a JWT, read without verifying it (the server verifies); {} if it
+    cannot be read."""
     try:
         payload = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        exp = claims.get("exp", 0) if isinstance(claims, dict) else 0
-        return float(exp) if isinstance(exp, int | float) else 0.0
     except (IndexError, ValueError, binascii.Error, UnicodeDecodeError):
-        return 0.0
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def expires_of(token: str) -> float:
+    """The ``exp`` of a JWT (unix time; 0 if it has none or cannot be read)."""
+    exp = claims_of(token).get("exp", 0)
+    return float(exp) if isinstance(exp, int | float) else 0.0
 
 
 def refresh_delay(token: str, now: float | None = None) -> float | None:
