@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable
 
-from roomcast.config import Settings
+from roomcast.config import RESERVED_NAMESPACE, Settings
 
 # A room's retention: (size, ttl), the newest ``size`` messages, none older than ``ttl``
 # seconds (0: no limit).
@@ -43,8 +43,12 @@ def of_settings(settings: Settings) -> Limits:
 
 
 def largest_size(settings: Settings) -> int:
-    """The largest history size of any room: the default's or a namespace's."""
-    sizes = [ns.history_size for ns in settings.namespaces if ns.history_size is not None]
+    """The largest history size of any room: the default's or a namespace's (not the
+    server's own ``roomcast:*`` rooms, which make do with what the others keep)."""
+    sizes = [
+        ns.history_size for ns in settings.namespaces
+        if ns.history_size is not None and ns != RESERVED_NAMESPACE
+    ]  # fmt: skip
     return max([settings.history_size, *sizes])
 
 
