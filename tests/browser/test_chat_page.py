@@ -245,3 +245,20 @@ def test_narrow_screen(server: ServerProcess, open_chat: OpenChat) -> None:
     page.locator("#members-toggle").click()
     expect(page.locator("#members-panel")).to_be_in_viewport()
     expect(member_names(chat)).to_have_text([nick])
+
+
+def test_the_chat_page_and_the_demos_share_the_theme(
+    server: ServerProcess, open_chat: OpenChat
+) -> None:
+    """theme.css (imported by chat.css and demo.css) gives both the same palette."""
+    chat = open_chat(server, "alice", "lobby")
+    page = chat.page
+
+    def background() -> object:
+        return page.evaluate("getComputedStyle(document.body).backgroundColor")
+
+    light = "rgb(245, 246, 248)"  # --bg of theme.css (the browser runs in light mode)
+    assert background() == light
+    assert page.evaluate("getComputedStyle(document.body).fontSize") == "15px"
+    page.goto(server.http_url + "/demo/")
+    expect(page.locator("body")).to_have_css("background-color", light)
