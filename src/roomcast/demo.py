@@ -20,7 +20,7 @@ import aiohttp
 import click
 from yarl import URL
 
-from roomcast.client.http import ApiError, api_base
+from roomcast.client.http import ApiError, api_base, api_error
 
 LEVELS: Final = 6  # order-book levels on each side
 VOLATILITY: Final = 0.0008  # standard deviation of a tick's relative price move
@@ -88,14 +88,6 @@ class Publisher:
         await self.session.close()
 
 
-def api_error(status: int, text: str) -> ApiError:
-    try:
-        body = json.loads(text)
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("code"), str):
-        return ApiError(status, body["code"], str(body.get("message", "")))
-    return ApiError(status, f"http_{status}", text.strip())
 
 
 @dataclass

@@ -54,12 +54,13 @@ async def api_publish(
     ):
         text = await answer.text()
         if answer.status >= 400:
-            raise _api_error(answer.status, answer.reason or "", text)
+            raise api_error(answer.status, text, answer.reason or "")
     value: dict[str, Any] = json.loads(text)
     return value
 
 
-def _api_error(status: int, reason: str, text: str) -> ApiError:
+def api_error(status: int, text: str, reason: str = "") -> ApiError:
+    """The ApiError of an HTTP API answer: its JSON error's code, else ``http_<status>``."""
     try:
         body = json.loads(text)
     except ValueError:
